@@ -1,0 +1,342 @@
+"""The thin base every ``steepest`` optimizer builds on.
+
+:class:`SteepestOptimizer` is a :class:`torch.optim.Optimizer` that adds, and only adds:
+
+* **validation driven by the signature**: every keyword of the subclass ``__init__`` is a
+  hyperparameter with a :class:`~steepest.optim._validation.Rule`; values are checked at
+  construction and for every param group added later;
+* **declared capabilities and state**: :class:`Capabilities` (closure, ``create_graph``,
+  foreach, sparse) and :meth:`state_shapes`, the exact tensors kept per parameter, from which
+  state is created, ``load_state_dict`` input is checked and memory is accounted;
+* **dispatch**: ``step`` gathers the parameters that have a gradient, negates gradients for
+  ``maximize``, and calls the subclass's per-tensor reference path or its ``torch._foreach_*``
+  path (per device and dtype bucket).
+
+Subclasses write the math in ``_single_tensor_update`` and ``_foreach_update``.
+"""
+
+from __future__ import annotations
+
+import inspect
+from abc import ABCMeta, abstractmethod
+from collections.abc import Callable, Iterable, Mapping
+from dataclasses import dataclass
+from types import MappingProxyType
+from typing import Any, ClassVar
+
+import torch
+from torch import Tensor
+from torch.optim import Optimizer
+
+from steepest.optim._validation import COMMON_RULES, Rule, check_hyperparameters
+
+#: One state entry: its shape and dtype.
+StateShape = tuple[tuple[int, ...], torch.dtype]
+#: What an optimizer keeps for one parameter: entry name -> (shape, dtype).
+StateSpec = dict[str, StateShape]
+ParamGroup = dict[str, Any]
+
+#: The float dtype of scalar state (step counters, accumulators), as torch's optimizers use.
+SCALAR_DTYPE = torch.float32
+
+
+@dataclass(frozen=True)
+class Capabilities:
+    """What an optimizer needs from the training loop and what it supports.
+
+    Attributes:
+        requires_closure: ``step`` must be given a closure that re-evaluates the loss.
+        needs_create_graph: gradients must be computed with ``backward(create_graph=True)``.
+        supports_foreach: a ``torch._foreach_*`` path exists (``foreach=True`` is allowed).
+        supports_sparse: sparse gradients are handled (otherwise they raise).
+        elementwise: each coordinate's update reads only that coordinate's state, plus
+            per-tensor or global scalars, so the step is memory-bandwidth bound.
+        global_statistic: the update needs a statistic over all parameters of a group
+            (a norm or a maximum), so groups are not split per parameter.
+    """
+
+    requires_closure: bool = False
+    needs_create_graph: bool = False
+    supports_foreach: bool = True
+    supports_sparse: bool = False
+    elementwise: bool = True
+    global_statistic: bool = False
+
+
+class StateSpecMixin:
+    """Strict ``load_state_dict``: structure, groups, state keys and shapes are checked first.
+
+    Works on any :class:`torch.optim.Optimizer` subclass that implements :meth:`state_shapes`.
+    Nothing in the optimizer changes unless every check passes.
+    """
+
+    state: Any
+    param_groups: list[ParamGroup]
+
+    def state_shapes(self, param: Tensor, group: ParamGroup) -> StateSpec:
+        """The exact state tensors this optimizer keeps for ``param`` in ``group``."""
+        raise TypeError(f"{type(self).__name__} must implement state_shapes")
+
+    def _hyperparameter_rules(self) -> Mapping[str, Rule]:
+        return {}
+
+    def load_state_dict(self, state_dict: Mapping[str, Any]) -> None:
+        """Load state after checking it matches this optimizer; raises ``ValueError`` otherwise."""
+        saved_groups = self._validate_state_dict(state_dict)
+        super().load_state_dict(state_dict)  # type: ignore[misc]
+        # torch casts every floating entry except 'step' to the parameter dtype; restore the
+        # declared dtype from the saved tensor itself so no precision is lost on the way.
+        saved_state = state_dict["state"]
+        params = [p for g in self.param_groups for p in g["params"]]
+        saved_ids = [i for g in saved_groups for i in g["params"]]
+        groups = [g for g in self.param_groups for _ in g["params"]]
+        for param, saved_id, group in zip(params, saved_ids, groups, strict=True):
+            if saved_id not in saved_state or not saved_state[saved_id]:
+                continue
+            entry = self.state[param]
+            for key, (_, dtype) in self.state_shapes(param, group).items():
+                if entry[key].dtype != dtype:
+                    entry[key] = saved_state[saved_id][key].to(device=param.device, dtype=dtype, copy=True)
+
+    def _validate_state_dict(self, state_dict: Mapping[str, Any]) -> list[Mapping[str, Any]]:
+        name = type(self).__name__
+        if not isinstance(state_dict, Mapping) or not {"state", "param_groups"} <= set(state_dict):
+            raise ValueError(f"{name}.load_state_dict: expected a mapping with 'state' and 'param_groups'")
+        saved_state, saved_groups = state_dict["state"], state_dict["param_groups"]
+        if not isinstance(saved_state, Mapping) or not isinstance(saved_groups, list | tuple):
+            raise ValueError(f"{name}.load_state_dict: 'state' must be a mapping and 'param_groups' a list")
+        if len(saved_groups) != len(self.param_groups):
+            raise ValueError(
+                f"{name}.load_state_dict: the saved state has {len(saved_groups)} parameter group(s), "
+                f"this optimizer has {len(self.param_groups)}"
+            )
+        id_to_param: dict[Any, tuple[Tensor, ParamGroup]] = {}
+        for index, (group, saved) in enumerate(zip(self.param_groups, saved_groups, strict=True)):
+            if not isinstance(saved, Mapping) or not isinstance(saved.get("params"), list | tuple):
+                raise ValueError(f"{name}.load_state_dict: param group {index} has no 'params' list")
+            if len(saved["params"]) != len(group["params"]):
+                raise ValueError(
+                    f"{name}.load_state_dict: param group {index} has {len(saved['params'])} saved "
+                    f"parameter(s), this optimizer's group has {len(group['params'])}"
+                )
+            hyper = {k: v for k, v in saved.items() if k not in ("params", "param_names")}
+            try:
+                check_hyperparameters(name, self._hyperparameter_rules(), hyper)
+            except ValueError as err:
+                raise ValueError(f"{name}.load_state_dict: param group {index}: {err}") from None
+            merged = {**group, **hyper}
+            for saved_id, param in zip(saved["params"], group["params"], strict=True):
+                id_to_param[saved_id] = (param, merged)
+        for saved_id, entry in saved_state.items():
+            if saved_id not in id_to_param:
+                raise ValueError(f"{name}.load_state_dict: state for unknown parameter id {saved_id!r}")
+            if not isinstance(entry, Mapping):
+                raise ValueError(f"{name}.load_state_dict: state of parameter {saved_id!r} is not a mapping")
+            if not entry:
+                continue
+            param, group = id_to_param[saved_id]
+            expected = self.state_shapes(param, group)
+            missing, extra = set(expected) - set(entry), set(entry) - set(expected)
+            if missing or extra:
+                raise ValueError(
+                    f"{name}.load_state_dict: state of parameter {saved_id!r} has keys {sorted(entry)}, "
+                    f"expected {sorted(expected)}"
+                )
+            for key, (shape, _) in expected.items():
+                value = entry[key]
+                if not isinstance(value, Tensor):
+                    raise ValueError(f"{name}.load_state_dict: state {key!r} of parameter {saved_id!r} is not a tensor")
+                if tuple(value.shape) != tuple(shape):
+                    raise ValueError(
+                        f"{name}.load_state_dict: state {key!r} of parameter {saved_id!r} has shape "
+                        f"{tuple(value.shape)}, expected {tuple(shape)} (parameter shape {tuple(param.shape)})"
+                    )
+        return list(saved_groups)
+
+
+class SteepestOptimizer(StateSpecMixin, Optimizer, metaclass=ABCMeta):
+    """Base class: validation, declared state, and per-tensor / foreach dispatch.
+
+    A subclass declares its hyperparameters as keywords of ``__init__`` (each must have a
+    rule in :data:`~steepest.optim._validation.COMMON_RULES` or ``hyperparameter_rules``,
+    and ``maximize`` and ``foreach`` are required), calls ``super().__init__(params, **kw)``,
+    lists its state in ``param_state`` / ``scalar_state`` (or overrides :meth:`state_shapes`),
+    and implements ``_single_tensor_update`` and ``_foreach_update``.
+    """
+
+    capabilities: ClassVar[Capabilities] = Capabilities()
+    #: State entries shaped and typed like the parameter.
+    param_state: ClassVar[tuple[str, ...]] = ()
+    #: 0-dim float32 state entries (step counters, scalar accumulators).
+    scalar_state: ClassVar[tuple[str, ...]] = ()
+    #: Rules for hyperparameters beyond the common ones (or overriding them).
+    hyperparameter_rules: ClassVar[Mapping[str, Rule]] = MappingProxyType({})
+    #: Filled from the ``__init__`` signature: hyperparameter name -> default.
+    hyperparameter_defaults: ClassVar[Mapping[str, Any]] = MappingProxyType({})
+
+    def __init_subclass__(cls, **kwargs: Any) -> None:
+        super().__init_subclass__(**kwargs)
+        if inspect.isabstract(cls):
+            return
+        signature = inspect.signature(cls.__init__)
+        defaults: dict[str, Any] = {}
+        rules = cls._rules()
+        for name, parameter in list(signature.parameters.items())[2:]:  # skip self, params
+            if parameter.kind in (parameter.VAR_POSITIONAL, parameter.VAR_KEYWORD):
+                raise TypeError(f"{cls.__name__}.__init__ must list its hyperparameters explicitly")
+            if parameter.default is parameter.empty:
+                raise TypeError(f"{cls.__name__}.__init__: hyperparameter {name!r} needs a default")
+            if name not in rules:
+                raise TypeError(f"{cls.__name__}: hyperparameter {name!r} has no validation rule")
+            rules[name].check(cls.__name__, name, parameter.default)
+            defaults[name] = parameter.default
+        for required in ("lr", "maximize", "foreach"):
+            if required not in defaults:
+                raise TypeError(f"{cls.__name__}.__init__ must accept {required!r}")
+        cls.hyperparameter_defaults = MappingProxyType(defaults)
+
+    @classmethod
+    def _rules(cls) -> dict[str, Rule]:
+        return {**COMMON_RULES, **cls.hyperparameter_rules}
+
+    def _hyperparameter_rules(self) -> Mapping[str, Rule]:
+        return self._rules()
+
+    def __init__(self, params: Iterable[Tensor] | Iterable[dict[str, Any]], **hyperparameters: Any) -> None:
+        name = type(self).__name__
+        if set(hyperparameters) != set(self.hyperparameter_defaults):
+            raise TypeError(
+                f"{name}: super().__init__ got {sorted(hyperparameters)}, "
+                f"expected the signature's {sorted(self.hyperparameter_defaults)}"
+            )
+        check_hyperparameters(name, self._rules(), hyperparameters)
+        if hyperparameters["foreach"] and not self.capabilities.supports_foreach:
+            raise ValueError(f"{name}: foreach=True is not supported by this optimizer")
+        super().__init__(params, hyperparameters)
+
+    def add_param_group(self, param_group: dict[str, Any]) -> None:
+        """Add a param group after checking its hyperparameter overrides and parameter dtypes."""
+        name = type(self).__name__
+        check_hyperparameters(name, self._rules(), {k: v for k, v in param_group.items() if k != "params"})
+        if param_group.get("foreach") and not self.capabilities.supports_foreach:
+            raise ValueError(f"{name}: foreach=True is not supported by this optimizer")
+        params = param_group["params"]
+        for p in [params] if isinstance(params, Tensor) else list(params):
+            if isinstance(p, Tensor) and not p.is_floating_point():
+                raise ValueError(f"{name}: parameters must be real floating point tensors, got {p.dtype}")
+        super().add_param_group(param_group)
+
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        super().__setstate__(state)
+        for group in self.param_groups:
+            for key, default in self.hyperparameter_defaults.items():
+                group.setdefault(key, default)
+
+    # -- state ---------------------------------------------------------------------------
+
+    def state_shapes(self, param: Tensor, group: ParamGroup) -> StateSpec:
+        """The exact state kept for ``param``: ``param_state`` like it, ``scalar_state`` as 0-dim."""
+        shapes: StateSpec = {name: (tuple(param.shape), param.dtype) for name in self.param_state}
+        shapes.update({name: ((), SCALAR_DTYPE) for name in self.scalar_state})
+        return shapes
+
+    def _init_state(self, param: Tensor, group: ParamGroup, state: dict[str, Any]) -> None:
+        """Create zeroed state for ``param``; override for a different initial value."""
+        for name, (shape, dtype) in self.state_shapes(param, group).items():
+            if tuple(shape) == tuple(param.shape) and dtype == param.dtype:
+                state[name] = torch.zeros_like(param, memory_format=torch.preserve_format)
+            else:
+                state[name] = torch.zeros(shape, dtype=dtype, device=param.device)
+
+    # -- step ----------------------------------------------------------------------------
+
+    @torch.no_grad()
+    def step(self, closure: Callable[[], Any] | None = None) -> Any:  # type: ignore[override]
+        """Perform one optimization step.
+
+        Args:
+            closure: re-evaluates the model and returns the loss (run with grad enabled).
+                Required when ``capabilities.requires_closure``.
+        """
+        name = type(self).__name__
+        loss = None
+        if closure is None:
+            if self.capabilities.requires_closure:
+                raise RuntimeError(f"{name}.step requires a closure that re-evaluates the loss")
+        else:
+            with torch.enable_grad():
+                loss = closure()
+        # Gather and check everything first so a bad gradient raises before any update.
+        gathered = [self._params_with_grad(group) for group in self.param_groups]
+        for group, (params, grads) in zip(self.param_groups, gathered, strict=True):
+            if not params:
+                continue
+            states = []
+            for p in params:
+                state = self.state[p]
+                if not state:
+                    self._init_state(p, group, state)
+                states.append(state)
+            if group["maximize"]:
+                grads = torch._foreach_neg(grads)
+            self._update_group(group, params, grads, states)
+        return loss
+
+    def _params_with_grad(self, group: ParamGroup) -> tuple[list[Tensor], list[Tensor]]:
+        params, grads = [], []
+        for p in group["params"]:
+            if p.grad is None:
+                continue
+            if p.grad.is_sparse and not self.capabilities.supports_sparse:
+                raise RuntimeError(f"{type(self).__name__} does not support sparse gradients")
+            params.append(p)
+            grads.append(p.grad)
+        return params, grads
+
+    def _use_foreach(self, group: ParamGroup) -> bool:
+        return self.capabilities.supports_foreach and group["foreach"] is not False
+
+    def _update_group(
+        self, group: ParamGroup, params: list[Tensor], grads: list[Tensor], states: list[dict[str, Any]]
+    ) -> None:
+        """Update one param group: foreach per (device, dtype) bucket, or the per-tensor path.
+
+        Optimizers whose update needs a statistic over the whole group override this.
+        """
+        if not self._use_foreach(group):
+            self._single_tensor_update(group, params, grads, states)
+            return
+        for bucket_params, bucket_grads, bucket_states in device_dtype_buckets(params, grads, states):
+            self._foreach_update(group, bucket_params, bucket_grads, bucket_states)
+
+    @abstractmethod
+    def _single_tensor_update(
+        self, group: ParamGroup, params: list[Tensor], grads: list[Tensor], states: list[dict[str, Any]]
+    ) -> None:
+        """The readable reference: a plain loop over the parameters that have a gradient."""
+
+    def _foreach_update(
+        self, group: ParamGroup, params: list[Tensor], grads: list[Tensor], states: list[dict[str, Any]]
+    ) -> None:
+        """The fast path over tensors of one device and dtype; defaults to the reference loop."""
+        self._single_tensor_update(group, params, grads, states)
+
+    # -- description ---------------------------------------------------------------------
+
+    @classmethod
+    def describe_state(cls) -> str:
+        """One line stating the state kept per parameter."""
+        parts = [f"{name} (like the parameter)" for name in cls.param_state]
+        parts += [f"{name} (scalar)" for name in cls.scalar_state]
+        return ", ".join(parts) if parts else "none"
+
+
+def device_dtype_buckets(
+    params: list[Tensor], grads: list[Tensor], states: list[dict[str, Any]]
+) -> list[tuple[list[Tensor], list[Tensor], list[dict[str, Any]]]]:
+    """Split parallel lists into buckets of one device and dtype, as foreach kernels need."""
+    grouped = Optimizer._group_tensors_by_device_and_dtype([params, grads], with_indices=True)  # type: ignore[list-item]
+    buckets = []
+    for (bucket_params, bucket_grads), indices in grouped.values():
+        buckets.append((list(bucket_params), list(bucket_grads), [states[i] for i in indices]))
+    return buckets
