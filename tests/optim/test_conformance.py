@@ -67,6 +67,7 @@ def test_registry_entry_is_complete(key: str) -> None:
     assert "lr" in entry.defaults()
     assert getattr(steepest, entry.cls.__name__) is entry.cls
     assert set(entry.search_space) <= set(entry.defaults())
+    assert "lr" in entry.suggested and set(entry.suggested) <= set(entry.defaults())
 
 
 @pytest.mark.parametrize(("key", "variant"), _variants())

@@ -83,6 +83,8 @@ class RegistryEntry:
     paper: Paper
     update_rule: str
     search_space: Mapping[str, SearchDim] = field(default_factory=dict)
+    #: Hyperparameters that train a small MLP well (used by ``steepest demo``); lr at least.
+    suggested: Mapping[str, Any] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
         unknown = set(self.families) - set(FAMILIES)
@@ -117,6 +119,7 @@ _ENTRIES: tuple[RegistryEntry, ...] = (
         paper=Paper("A Stochastic Approximation Method", "Robbins, Monro", 1951, venue="Ann. Math. Statist."),
         update_rule="b <- mu*b + g; p <- p - lr*b (torch.optim.SGD)",
         search_space={"lr": log_uniform(1e-3, 1.0), "momentum": choice(0.0, 0.9)},
+        suggested={"lr": 0.1, "momentum": 0.9},
     ),
     RegistryEntry(
         key="adamw",
@@ -125,6 +128,7 @@ _ENTRIES: tuple[RegistryEntry, ...] = (
         paper=Paper("Decoupled Weight Decay Regularization", "Loshchilov, Hutter", 2019, "1711.05101", "ICLR"),
         update_rule="p <- p(1 - lr*wd) - lr * m_hat / (sqrt(v_hat) + eps) (torch.optim.AdamW)",
         search_space={"lr": log_uniform(1e-4, 1e-1), "weight_decay": log_uniform(1e-5, 1e-1)},
+        suggested={"lr": 1e-3, "weight_decay": 1e-2},
     ),
     RegistryEntry(
         key="lion",
@@ -135,6 +139,7 @@ _ENTRIES: tuple[RegistryEntry, ...] = (
         ),
         update_rule="p <- p(1 - lr*wd) - lr*sign(b1*m + (1-b1)*g); m <- b2*m + (1-b2)*g",
         search_space={"lr": log_uniform(1e-5, 1e-2), "weight_decay": log_uniform(1e-4, 1.0)},
+        suggested={"lr": 3e-4, "weight_decay": 0.1},
     ),
 )
 
