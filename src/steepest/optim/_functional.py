@@ -21,8 +21,10 @@ def increment_step(step: Tensor) -> float:
 
 def increment_steps(steps: Sequence[Tensor]) -> list[float]:
     """Add one to each 0-dim step counter in place; return the new values (one host sync)."""
-    torch._foreach_add_(list(steps), 1.0)
-    return [float(v) for v in torch.stack(list(steps)).tolist()]
+    steps = list(steps)
+    torch._foreach_add_(steps, 1.0)
+    values: list[float] = torch.stack(steps).tolist()
+    return values
 
 
 def bias_correction(beta: float, step: float) -> float:

@@ -1,0 +1,78 @@
+"""Helpers for benchmark scripts on a shared, noisy machine: wait for idle, time, bandwidth."""
+
+from __future__ import annotations
+
+import statistics
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import torch
+
+
+def _cpu_times() -> tuple[int, int]:
+    with open("/proc/stat") as f:
+        fields = [int(x) for x in f.readline().split()[1:]]
+    idle = fields[3] + fields[4]  # idle + iowait
+    return sum(fields), idle
+
+
+def busy_fraction(interval: float = 0.25) -> float:
+    """Fraction of all cores busy over ``interval`` seconds, from /proc/stat (1.0 = all busy)."""
+    total0, idle0 = _cpu_times()
+    time.sleep(interval)
+    total1, idle1 = _cpu_times()
+    total = max(total1 - total0, 1)
+    return 1.0 - (idle1 - idle0) / total
+
+
+def wait_for_idle(threshold: float = 0.15, timeout: float = 120.0) -> float:
+    """Block until other work uses under ``threshold`` of the machine; return the last reading.
+
+    Returns after ``timeout`` seconds regardless (the caller prints the reading, so a busy
+    machine shows up in the report instead of being hidden).
+    """
+    deadline = time.monotonic() + timeout
+    busy = busy_fraction()
+    while busy > threshold and time.monotonic() < deadline:
+        time.sleep(0.5)
+        busy = busy_fraction()
+    return busy
+
+
+@dataclass(frozen=True)
+class Timing:
+    """Median, min and max of repeated measurements, in seconds."""
+
+    median: float
+    low: float
+    high: float
+
+    @classmethod
+    def of(cls, samples: list[float]) -> Timing:
+        """Summarise ``samples``."""
+        return cls(statistics.median(samples), min(samples), max(samples))
+
+    def ms(self) -> str:
+        """``median [min, max]`` in milliseconds."""
+        return f"{self.median * 1e3:8.2f} [{self.low * 1e3:.2f}, {self.high * 1e3:.2f}]"
+
+
+def time_calls(fn: Callable[[], object], repeats: int, warmup: int = 2) -> Timing:
+    """Time ``fn`` ``repeats`` times after ``warmup`` calls."""
+    for _ in range(warmup):
+        fn()
+    samples = []
+    for _ in range(repeats):
+        start = time.perf_counter()
+        fn()
+        samples.append(time.perf_counter() - start)
+    return Timing.of(samples)
+
+
+def copy_bandwidth(numel: int = 25_000_000, repeats: int = 9) -> tuple[float, Timing]:
+    """Measured memory bandwidth of ``dst.copy_(src)`` in bytes/s (read + write counted)."""
+    src = torch.randn(numel)
+    dst = torch.empty_like(src)
+    timing = time_calls(lambda: dst.copy_(src), repeats)
+    return 2 * src.numel() * src.element_size() / timing.median, timing
