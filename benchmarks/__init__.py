@@ -1,0 +1,1 @@
+"""Benchmark scripts: they print measured ratios and are never run as tests."""

@@ -28,7 +28,7 @@ import steepest
 from steepest.optim._registry import REGISTRY
 
 sys.path.insert(0, __file__.rsplit("/", 1)[0])
-from _machine import Timing, copy_bandwidth, time_calls, wait_for_idle  # noqa: E402
+from _machine import Timing, copy_bandwidth, time_calls, wait_for_idle
 
 
 def transformer_shapes(layers: int = 5, width: int = 512, ffn: int = 2048, vocab: int = 8192) -> list[tuple[int, ...]]:
@@ -96,7 +96,10 @@ def main(argv: list[str] | None = None) -> int:
     for p in params:
         p.grad = torch.randn(p.shape) * 1e-3
     n = sum(p.numel() for p in params)
-    print(f"# {n / 1e6:.1f}M parameters in {len(params)} tensors, float32, {args.threads} threads, torch {torch.__version__}")
+    print(
+        f"# {n / 1e6:.1f}M parameters in {len(params)} tensors, float32, "
+        f"{args.threads} threads, torch {torch.__version__}"
+    )
 
     wait_for_idle()
     bandwidth, bw_timing = copy_bandwidth()
@@ -107,7 +110,10 @@ def main(argv: list[str] | None = None) -> int:
     rows = [baseline] + [measure(k, params, args.repeats) for k in keys]
     baseline_again = measure("adamw", params, args.repeats)
 
-    header = f"{'optimizer':<14} {'step ms: median [min, max]':>30} {'MB moved':>9} {'vs AdamW':>9} {'per byte':>9} {'vs bandwidth':>12} {'busy':>5}"
+    header = (
+        f"{'optimizer':<14} {'step ms: median [min, max]':>30} {'MB moved':>9} {'vs AdamW':>9} "
+        f"{'per byte':>9} {'vs bandwidth':>12} {'busy':>5}"
+    )
     print(header)
     print("-" * len(header))
     base_per_byte = baseline.timing.median / baseline.traffic

@@ -22,7 +22,7 @@ from abc import ABCMeta, abstractmethod
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from types import MappingProxyType
-from typing import Any, ClassVar
+from typing import Any, ClassVar, cast
 
 import torch
 from torch import Tensor
@@ -53,6 +53,7 @@ class Capabilities:
             per-tensor or global scalars, so the step is memory-bandwidth bound.
         global_statistic: the update needs a statistic over all parameters of a group
             (a norm or a maximum), so groups are not split per parameter.
+
     """
 
     requires_closure: bool = False
@@ -251,12 +252,13 @@ class SteepestOptimizer(StateSpecMixin, Optimizer, metaclass=ABCMeta):
     # -- step ----------------------------------------------------------------------------
 
     @torch.no_grad()
-    def step(self, closure: Callable[[], Any] | None = None) -> Any:  # type: ignore[override]
+    def step(self, closure: Callable[[], Any] | None = None) -> Any:
         """Perform one optimization step.
 
         Args:
             closure: re-evaluates the model and returns the loss (run with grad enabled).
                 Required when ``capabilities.requires_closure``.
+
         """
         name = type(self).__name__
         loss = None
@@ -278,7 +280,7 @@ class SteepestOptimizer(StateSpecMixin, Optimizer, metaclass=ABCMeta):
                     self._init_state(p, group, state)
                 states.append(state)
             if group["maximize"]:
-                grads = torch._foreach_neg(grads)
+                grads = list(torch._foreach_neg(grads))
             self._update_group(group, params, grads, states)
         return loss
 
@@ -338,5 +340,6 @@ def device_dtype_buckets(
     grouped = Optimizer._group_tensors_by_device_and_dtype([params, grads], with_indices=True)  # type: ignore[list-item]
     buckets = []
     for (bucket_params, bucket_grads), indices in grouped.values():
-        buckets.append((list(bucket_params), list(bucket_grads), [states[i] for i in indices]))
+        tensors = cast(tuple[list[Tensor], list[Tensor]], (bucket_params, bucket_grads))
+        buckets.append((list(tensors[0]), list(tensors[1]), [states[i] for i in indices]))
     return buckets

@@ -34,11 +34,12 @@ def state_bytes(optimizer: Optimizer) -> int:
     >>> steepest.state_bytes(opt)  # one float32 momentum of 10 entries
     40
     """
-    seen: set[tuple[int, int]] = set()
+    seen: set[tuple[int, int]] = set()  # (address, bytes) of each storage view counted
     total = 0
     for tensor in _tensors(list(optimizer.state.values())):
-        nbytes = tensor.numel() * tensor.element_size()
-        key = (tensor.untyped_storage().data_ptr() + tensor.storage_offset() * tensor.element_size(), nbytes)
+        nbytes = int(tensor.numel()) * tensor.element_size()
+        address = tensor.untyped_storage().data_ptr() + int(tensor.storage_offset()) * tensor.element_size()
+        key = (address, nbytes)
         if nbytes and key in seen:
             continue
         seen.add(key)

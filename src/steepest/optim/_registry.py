@@ -165,13 +165,16 @@ def optimizer_info(name: str) -> RegistryEntry:
     return _entry(name)
 
 
-def create_optimizer(name: str, params: Iterable[Tensor] | Iterable[dict[str, Any]], **hyperparameters: Any) -> Optimizer:
+def create_optimizer(
+    name: str, params: Iterable[Tensor] | Iterable[dict[str, Any]], **hyperparameters: Any
+) -> Optimizer:
     """Build the optimizer registered as ``name``.
 
     Raises:
         KeyError: ``name`` is not registered.
         TypeError: a hyperparameter name the optimizer does not take.
         ValueError: a hyperparameter value out of range.
+
     """
     entry = _entry(name)
     known = entry.defaults()

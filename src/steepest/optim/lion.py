@@ -52,6 +52,7 @@ class Lion(SteepestOptimizer):
         >>> _ = opt.step()
         >>> w.detach()
         tensor([ 0.9000, -1.9000])
+
     """
 
     param_state = ("exp_avg",)
