@@ -53,7 +53,6 @@ class Capabilities:
             per-tensor or global scalars, so the step is memory-bandwidth bound.
         global_statistic: the update needs a statistic over all parameters of a group
             (a norm or a maximum), so groups are not split per parameter.
-
     """
 
     requires_closure: bool = False
@@ -258,7 +257,6 @@ class SteepestOptimizer(StateSpecMixin, Optimizer, metaclass=ABCMeta):
         Args:
             closure: re-evaluates the model and returns the loss (run with grad enabled).
                 Required when ``capabilities.requires_closure``.
-
         """
         name = type(self).__name__
         loss = None

@@ -174,7 +174,6 @@ def create_optimizer(
         KeyError: ``name`` is not registered.
         TypeError: a hyperparameter name the optimizer does not take.
         ValueError: a hyperparameter value out of range.
-
     """
     entry = _entry(name)
     known = entry.defaults()

@@ -13,7 +13,6 @@ from typing import Any
 
 import torch
 from torch import Tensor
-
 from torch.optim.optimizer import _get_scalar_dtype
 
 from steepest.optim._base import Capabilities, ParamGroup, StateSpec, StateSpecMixin

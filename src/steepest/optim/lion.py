@@ -52,7 +52,6 @@ class Lion(SteepestOptimizer):
         >>> _ = opt.step()
         >>> w.detach()
         tensor([ 0.9000, -1.9000])
-
     """
 
     param_state = ("exp_avg",)
