@@ -36,7 +36,7 @@ def _is_real(value: Any) -> bool:
 
 @dataclass(frozen=True)
 class Interval(Rule):
-    """A real number in an interval; ``low_open``/``high_open`` exclude the ends."""
+    """A finite real number in an interval; ``low_open``/``high_open`` exclude the ends."""
 
     low: float = -math.inf
     high: float = math.inf
@@ -44,8 +44,8 @@ class Interval(Rule):
     high_open: bool = False
 
     def contains(self, value: float) -> bool:
-        """Whether ``value`` lies in the interval (NaN never does)."""
-        if math.isnan(value):
+        """Whether ``value`` lies in the interval (NaN and infinities never do)."""
+        if not math.isfinite(value):
             return False
         above = value > self.low if self.low_open else value >= self.low
         below = value < self.high if self.high_open else value <= self.high
