@@ -46,7 +46,7 @@ def test_composite_rules() -> None:
 def test_every_hyperparameter_needs_a_rule() -> None:
     with pytest.raises(TypeError, match="no validation rule"):
 
-        class Broken(SteepestOptimizer):  # noqa: F841
+        class Broken(SteepestOptimizer):
             def __init__(self, params: Any, lr: float = 0.1, knob: float = 1.0, *, maximize: bool = False,
                          foreach: bool | None = None) -> None:
                 super().__init__(params, lr=lr, knob=knob, maximize=maximize, foreach=foreach)
