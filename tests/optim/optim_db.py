@@ -74,5 +74,151 @@ DB: dict[str, OptimSpec] = {
             logistic={"lr": 0.01},
             error_inputs=_BETAS_ERRORS,
         ),
+        OptimSpec(
+            "adabelief",
+            # betas=(0.9, 0.9): the rectified adaptive step starts at step 6 (rho_6 >= 5 > rho_5),
+            # so the short runs cover both rectified branches, and the foreach test (one None
+            # grad) covers a bucket whose parameters are in different branches.
+            # degenerated_to_sgd=False is covered by tests/reference (its first steps do not move).
+            variants=(
+                {"lr": 0.01},
+                {"lr": 0.01, "betas": (0.9, 0.9), "weight_decay": 0.1},
+                {"lr": 0.01, "rectify": False},
+                {"lr": 0.01, "rectify": False, "amsgrad": True, "weight_decay": 0.1, "weight_decouple": False},
+                {"lr": 0.01, "rectify": False, "weight_decay": 0.1, "fixed_decay": True},
+                {"lr": 0.01, "betas": (0.9, 0.9), "amsgrad": True, "weight_decay": 0.1, "weight_decouple": False},
+            ),
+            quadratic={"lr": 0.1},
+            logistic={"lr": 0.05},
+            error_inputs=(
+                *_BETAS_ERRORS,
+                ErrorInput({"eps": -1e-8}, match="eps"),
+                ErrorInput({"rectify": "yes"}, match="rectify"),
+                ErrorInput({"amsgrad": 1}, match="amsgrad"),
+                ErrorInput({"weight_decouple": None}, match="weight_decouple"),
+            ),
+        ),
+        OptimSpec(
+            "diffgrad",
+            variants=({"lr": 0.01}, {"lr": 0.01, "betas": (0.8, 0.99), "weight_decay": 0.1}),
+            quadratic={"lr": 0.1},
+            logistic={"lr": 0.05},
+            error_inputs=(*_BETAS_ERRORS, ErrorInput({"eps": -1e-8}, match="eps")),
+        ),
+        OptimSpec(
+            "adan",
+            # max_grad_norm=0.5 is below the gradient norm of the test problems, so the clip is active.
+            variants=(
+                {"lr": 0.01},
+                {"lr": 0.01, "weight_decay": 0.1},
+                {"lr": 0.01, "betas": (0.9, 0.9, 0.95), "weight_decay": 0.1, "no_prox": True},
+                {"lr": 0.01, "weight_decay": 0.05, "max_grad_norm": 0.5},
+            ),
+            quadratic={"lr": 0.1},
+            logistic={"lr": 0.1},
+            error_inputs=(
+                ErrorInput({"betas": (0.9, 0.9)}, match="betas"),
+                ErrorInput({"betas": (0.98, 1.0, 0.99)}, match="betas"),
+                ErrorInput({"weight_decay": -0.1}, match="weight_decay"),
+                ErrorInput({"eps": -1e-8}, match="eps"),
+                ErrorInput({"max_grad_norm": -1.0}, match="max_grad_norm"),
+                ErrorInput({"no_prox": 1}, match="no_prox"),
+            ),
+        ),
+        OptimSpec(
+            "lamb",
+            # clamp_value=0.5 is below the norms of the test parameters, so phi clamps.
+            variants=(
+                {"lr": 0.01},
+                {"lr": 0.01, "weight_decay": 0.1},
+                {"lr": 0.01, "weight_decay": 0.1, "bias_correction": False, "clamp_value": None},
+                {"lr": 0.01, "betas": (0.8, 0.99), "clamp_value": 0.5, "weight_decay": 0.01},
+            ),
+            quadratic={"lr": 0.1},
+            logistic={"lr": 0.05},
+            error_inputs=(
+                *_BETAS_ERRORS,
+                ErrorInput({"eps": -1e-8}, match="eps"),
+                ErrorInput({"clamp_value": 0.0}, match="clamp_value"),
+                ErrorInput({"bias_correction": None}, match="bias_correction"),
+            ),
+        ),
+        OptimSpec(
+            "lars",
+            # The quadratic's parameter is 1-D: exclude_1d=False puts it under the trust ratio.
+            variants=(
+                {"lr": 1.0},
+                {"lr": 1.0, "weight_decay": 0.01, "nesterov": True},
+                {"lr": 1.0, "weight_decay": 0.01, "dampening": 0.5, "exclude_1d": False},
+                {"lr": 1.0, "momentum": 0.0, "weight_decay": 0.01},
+                {"lr": 1.0, "weight_decay": 0.01, "nesterov": True, "exclude_1d": False, "trust_coefficient": 0.01},
+            ),
+            quadratic={"lr": 50.0, "exclude_1d": False},
+            logistic={"lr": 1.0},
+            error_inputs=(
+                ErrorInput({"momentum": 1.0}, match="momentum"),
+                ErrorInput({"dampening": 1.5}, match="dampening"),
+                ErrorInput({"weight_decay": -0.1}, match="weight_decay"),
+                ErrorInput({"trust_coefficient": 0.0}, match="trust_coefficient"),
+                ErrorInput({"nesterov": "yes"}, match="nesterov"),
+                ErrorInput({"exclude_1d": None}, match="exclude_1d"),
+            ),
+        ),
+        OptimSpec(
+            "sign_sgd",
+            variants=({"lr": 0.01}, {"lr": 0.01, "weight_decay": 0.5}),
+            quadratic={"lr": 0.03},
+            logistic={"lr": 0.03},
+            error_inputs=(ErrorInput({"weight_decay": -0.1}, match="weight_decay"),),
+        ),
+        OptimSpec(
+            "signum",
+            variants=({"lr": 0.01}, {"lr": 0.01, "momentum": 0.0}, {"lr": 0.01, "momentum": 0.5, "weight_decay": 0.5}),
+            quadratic={"lr": 0.03},
+            logistic={"lr": 0.03},
+            error_inputs=(
+                ErrorInput({"momentum": 1.0}, match="momentum"),
+                ErrorInput({"momentum": -0.1}, match="momentum"),
+                ErrorInput({"weight_decay": -0.1}, match="weight_decay"),
+            ),
+        ),
+        OptimSpec(
+            "normalized_sd",
+            # Every norm, normalized and dual-scaled. The quadratic runs l1 (one coordinate per
+            # step, the slowest), the logistic regression l2.
+            variants=(
+                {"lr": 0.1},
+                {"lr": 0.1, "dual_scaled": True, "weight_decay": 0.1},
+                {"lr": 0.05, "norm": "linf"},
+                {"lr": 0.005, "norm": "linf", "dual_scaled": True, "weight_decay": 0.1},
+                {"lr": 0.1, "norm": "l1", "weight_decay": 0.1},
+                {"lr": 0.1, "norm": "l1", "dual_scaled": True},
+            ),
+            quadratic={"lr": 0.1, "norm": "l1"},
+            logistic={"lr": 0.1},
+            error_inputs=(
+                ErrorInput({"norm": "l3"}, match="norm"),
+                ErrorInput({"norm": 2}, match="norm"),
+                ErrorInput({"dual_scaled": "yes"}, match="dual_scaled"),
+                ErrorInput({"weight_decay": -0.1}, match="weight_decay"),
+            ),
+        ),
+        OptimSpec(
+            "adagrad_norm",
+            variants=(
+                {"lr": 1.0},
+                {"lr": 0.5, "initial_accumulator": 1.0, "weight_decay": 0.1},
+                {"lr": 1.0, "scope": "tensor", "weight_decay": 0.1},
+            ),
+            quadratic={"lr": 1.0},
+            logistic={"lr": 1.0},
+            error_inputs=(
+                ErrorInput({"initial_accumulator": 0.0}, match="initial_accumulator"),
+                ErrorInput({"initial_accumulator": -1.0}, match="initial_accumulator"),
+                ErrorInput({"scope": "layer"}, match="scope"),
+                ErrorInput({"scope": None}, match="scope"),
+                ErrorInput({"weight_decay": -0.1}, match="weight_decay"),
+            ),
+        ),
     )
 }

@@ -11,18 +11,35 @@ from steepest.optim._registry import (
     list_optimizers,
     optimizer_info,
 )
+from steepest.optim.adabelief import AdaBelief
+from steepest.optim.adagrad_norm import AdaGradNorm
+from steepest.optim.adan import Adan
 from steepest.optim.baselines import SGD, AdamW
+from steepest.optim.diffgrad import DiffGrad
+from steepest.optim.lamb import LAMB
+from steepest.optim.lars import LARS
 from steepest.optim.lion import Lion
+from steepest.optim.normalized_sd import NormalizedSD
+from steepest.optim.sign_sgd import SignSGD, Signum
 
 __all__ = [
     "FAMILIES",
+    "LAMB",
+    "LARS",
     "REGISTRY",
     "SGD",
+    "AdaBelief",
+    "AdaGradNorm",
     "AdamW",
+    "Adan",
     "Capabilities",
+    "DiffGrad",
     "Lion",
+    "NormalizedSD",
     "Paper",
     "RegistryEntry",
+    "SignSGD",
+    "Signum",
     "SteepestOptimizer",
     "create_optimizer",
     "list_optimizers",

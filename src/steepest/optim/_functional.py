@@ -55,9 +55,64 @@ def trust_ratio(weight_norm: Tensor, update_norm: Tensor, numerator_scale: float
 
 
 def global_norm(tensors: Sequence[Tensor]) -> Tensor:
-    """The l2 norm of all ``tensors`` taken together, as a 0-dim float32-or-wider tensor."""
+    """The l2 norm of all ``tensors`` taken together, as a 0-dim float32-or-wider tensor.
+
+    Tensors may mix dtypes and devices; the result is on the first tensor's device. The number
+    of torch calls depends on the number of (device, dtype) buckets, not of tensors.
+    """
     if not tensors:
         return torch.zeros(())
-    norms = torch._foreach_norm(list(tensors))
-    dtype = torch.promote_types(norms[0].dtype, torch.float32)
-    return torch.linalg.vector_norm(torch.stack([n.to(dtype) for n in norms]))
+    buckets: dict[tuple[torch.device, torch.dtype], list[Tensor]] = {}
+    for tensor in tensors:
+        buckets.setdefault((tensor.device, tensor.dtype), []).append(tensor)
+    dtype = torch.float32
+    for _, bucket_dtype in buckets:
+        dtype = torch.promote_types(dtype, bucket_dtype)
+    device = tensors[0].device
+    partial = [
+        torch.linalg.vector_norm(torch.stack(torch._foreach_norm(bucket, 2, dtype=dtype))).to(device)
+        for bucket in buckets.values()
+    ]
+    return partial[0] if len(partial) == 1 else torch.linalg.vector_norm(torch.stack(partial))
+
+
+def nan_preserving_sign(tensor: Tensor) -> Tensor:
+    """``sign(x)`` as a new tensor, except that a non-finite entry (NaN or ±inf) gives NaN.
+
+    ``torch.sign`` maps NaN to 0, which would silently freeze a coordinate whose gradient is
+    NaN in a stateless sign method. Adding ``0 * x`` (one extra in-place pass) keeps the
+    library's rule that a bad gradient shows up in the parameter; ``sign(±inf)`` becomes NaN too.
+    """
+    return tensor.sign().add_(tensor, alpha=0.0)
+
+
+def foreach_nan_preserving_sign(tensors: list[Tensor]) -> list[Tensor]:
+    """Foreach form of :func:`nan_preserving_sign` (tensors of one device and dtype)."""
+    signs = list(torch._foreach_sign(tensors))
+    torch._foreach_add_(signs, tensors, alpha=0.0)
+    return signs
+
+
+def per_tensor_norms(tensors: Sequence[Tensor], ord: float) -> Tensor:
+    """The ``ord``-norm of each tensor, as a float64 vector in the order of ``tensors``.
+
+    ``torch._foreach_norm`` runs once per (device, dtype) bucket, in float32-or-wider; the
+    result lives on the first tensor's device. Zero-size tensors give 0 (``_foreach_norm``
+    rejects them for ``ord=inf``). The number of torch calls depends on the buckets only.
+    """
+    tensors = list(tensors)
+    device = tensors[0].device if tensors else torch.device("cpu")
+    buckets: dict[tuple[torch.device, torch.dtype], tuple[list[Tensor], list[int]]] = {}
+    for index, tensor in enumerate(tensors):
+        if 0 not in tensor.shape:  # shape, not numel(): no torch call per tensor
+            bucket = buckets.setdefault((tensor.device, tensor.dtype), ([], []))
+            bucket[0].append(tensor)
+            bucket[1].append(index)
+    out = torch.zeros(len(tensors), dtype=torch.float64, device=device)
+    for (_, dtype), (bucket_tensors, indices) in buckets.items():
+        norms = torch._foreach_norm(bucket_tensors, ord, dtype=torch.promote_types(dtype, torch.float32))
+        values = torch.stack(norms).to(device=device, dtype=torch.float64)
+        if len(indices) == len(tensors):
+            return values
+        out[indices] = values
+    return out

@@ -16,8 +16,16 @@ from torch import Tensor
 from torch.optim import Optimizer
 
 from steepest.optim._base import Capabilities
+from steepest.optim.adabelief import AdaBelief
+from steepest.optim.adagrad_norm import AdaGradNorm
+from steepest.optim.adan import Adan
 from steepest.optim.baselines import SGD, AdamW
+from steepest.optim.diffgrad import DiffGrad
+from steepest.optim.lamb import LAMB
+from steepest.optim.lars import LARS
 from steepest.optim.lion import Lion
+from steepest.optim.normalized_sd import NormalizedSD
+from steepest.optim.sign_sgd import SignSGD, Signum
 
 #: Family tags. Algorithms may carry several.
 FAMILIES = ("baseline", "sign", "adaptive", "layerwise", "memory", "curvature", "step_size", "zeroth_order")
@@ -140,6 +148,161 @@ _ENTRIES: tuple[RegistryEntry, ...] = (
         update_rule="p <- p(1 - lr*wd) - lr*sign(b1*m + (1-b1)*g); m <- b2*m + (1-b2)*g",
         search_space={"lr": log_uniform(1e-5, 1e-2), "weight_decay": log_uniform(1e-4, 1.0)},
         suggested={"lr": 3e-4, "weight_decay": 0.1},
+    ),
+    RegistryEntry(
+        key="adabelief",
+        cls=AdaBelief,
+        families=("adaptive",),
+        paper=Paper(
+            "AdaBelief Optimizer: Adapting Stepsizes by the Belief in Observed Gradients",
+            "Zhuang et al.",
+            2020,
+            "2010.07468",
+            "NeurIPS",
+        ),
+        update_rule="m <- b1*m + (1-b1)*g; s <- b2*s + (1-b2)*(g-m)^2 + eps; "
+        "p <- p(1 - lr*wd) - lr * m_hat / (sqrt(s_hat) + eps) (RAdam-rectified by default)",
+        search_space={
+            "lr": log_uniform(1e-4, 1e-1),
+            "weight_decay": log_uniform(1e-5, 1e-1),
+            "eps": choice(1e-16, 1e-12, 1e-8),
+        },
+        # Above the paper's 1e-3: the RAdam rectification ramps the step up over ~1/(1-b2) steps.
+        suggested={"lr": 1e-2},
+    ),
+    RegistryEntry(
+        key="diffgrad",
+        cls=DiffGrad,
+        families=("adaptive",),
+        paper=Paper(
+            "diffGrad: An Optimization Method for Convolutional Neural Networks",
+            "Dubey et al.",
+            2020,
+            "1909.11015",
+            "IEEE TNNLS",
+        ),
+        update_rule="Adam with m scaled by sigmoid(|g_prev - g|): "
+        "p <- p - lr*sqrt(1-b2^t)/(1-b1^t) * sigmoid(|g_prev - g|)*m / (sqrt(v) + eps)",
+        search_space={"lr": log_uniform(1e-4, 1e-1), "weight_decay": log_uniform(1e-6, 1e-2)},
+        # Above the paper's 1e-3: the friction xi in [0.5, 1) shrinks Adam's step.
+        suggested={"lr": 1e-2},
+    ),
+    RegistryEntry(
+        key="adan",
+        cls=Adan,
+        families=("adaptive",),
+        paper=Paper(
+            "Adan: Adaptive Nesterov Momentum Algorithm for Faster Optimizing Deep Models",
+            "Xie, Zhou, Li, Lin, Yan",
+            2024,
+            "2208.06677",
+            "IEEE TPAMI",
+        ),
+        update_rule="d = g - g_prev; m, v, n <- EMAs of g, d, (g + b2*d)^2; "
+        "p <- (p - lr*(m_hat + b2*v_hat) / (sqrt(n_hat) + eps)) / (1 + lr*wd)",
+        search_space={
+            "lr": log_uniform(1e-4, 1e-1),
+            "weight_decay": log_uniform(1e-4, 1e-1),
+            "betas": choice((0.98, 0.92, 0.99), (0.98, 0.92, 0.999)),
+        },
+        suggested={"lr": 5e-3, "weight_decay": 0.02},
+    ),
+    RegistryEntry(
+        key="lamb",
+        cls=LAMB,
+        families=("adaptive", "layerwise"),
+        paper=Paper(
+            "Large Batch Optimization for Deep Learning: Training BERT in 76 minutes",
+            "You et al.",
+            2020,
+            "1904.00962",
+            "ICLR",
+        ),
+        update_rule="u = m_hat / (sqrt(v_hat) + eps) + wd*p; p <- p - lr * min(|p|, clamp) / |u| * u (per tensor)",
+        search_space={"lr": log_uniform(1e-4, 1e-1), "weight_decay": log_uniform(1e-4, 1e-1)},
+        suggested={"lr": 1e-2, "weight_decay": 1e-2},
+    ),
+    RegistryEntry(
+        key="lars",
+        cls=LARS,
+        families=("layerwise",),
+        paper=Paper("Large Batch Training of Convolutional Networks", "You, Gitman, Ginsburg", 2017, "1708.03888"),
+        update_rule="l = tc*|p| / (|g| + wd*|p|) (per tensor); b <- mu*b + l*(g + wd*p); p <- p - lr*b",
+        search_space={"lr": log_uniform(1e-2, 10.0), "weight_decay": log_uniform(1e-5, 1e-2)},
+        suggested={"lr": 1.0},
+    ),
+    RegistryEntry(
+        key="sign_sgd",
+        cls=SignSGD,
+        families=("sign",),
+        paper=Paper(
+            "signSGD: Compressed Optimisation for Non-Convex Problems",
+            "Bernstein, Wang, Azizzadenesheli, Anandkumar",
+            2018,
+            "1802.04434",
+            "ICML",
+        ),
+        update_rule="p <- p(1 - lr*wd) - lr*sign(g)",
+        search_space={"lr": log_uniform(1e-5, 1e-2), "weight_decay": log_uniform(1e-4, 1.0)},
+        suggested={"lr": 3e-3},
+    ),
+    RegistryEntry(
+        key="signum",
+        cls=Signum,
+        families=("sign",),
+        paper=Paper(
+            "signSGD: Compressed Optimisation for Non-Convex Problems",
+            "Bernstein, Wang, Azizzadenesheli, Anandkumar",
+            2018,
+            "1802.04434",
+            "ICML",
+        ),
+        update_rule="m <- b*m + (1-b)*g; p <- p(1 - lr*wd) - lr*sign(m)",
+        search_space={
+            "lr": log_uniform(1e-5, 1e-2),
+            "momentum": choice(0.9, 0.95, 0.99),
+            "weight_decay": log_uniform(1e-4, 1.0),
+        },
+        suggested={"lr": 3e-3},
+    ),
+    RegistryEntry(
+        key="normalized_sd",
+        cls=NormalizedSD,
+        families=("sign",),
+        paper=Paper(
+            "Characterizing Implicit Bias in Terms of Optimization Geometry",
+            "Gunasekar, Lee, Soudry, Srebro",
+            2018,
+            "1802.08246",
+            "ICML",
+        ),
+        update_rule="p <- p(1 - lr*wd) - lr * argmax_{|v|<=1} <g, v> over the whole group "
+        "(l2: g/|g|_2, linf: sign(g), l1: largest coordinate); dual_scaled: times |g|_*",
+        search_space={
+            "lr": log_uniform(1e-3, 1.0),
+            "norm": choice("l2", "linf"),
+            "weight_decay": log_uniform(1e-5, 1e-2),
+        },
+        suggested={"lr": 0.3},
+    ),
+    RegistryEntry(
+        key="adagrad_norm",
+        cls=AdaGradNorm,
+        families=("adaptive", "step_size"),
+        paper=Paper(
+            "AdaGrad stepsizes: Sharp convergence over nonconvex landscapes",
+            "Ward, Wu, Bottou",
+            2019,
+            "1806.01811",
+            "ICML",
+        ),
+        update_rule="b^2 <- b^2 + |g|^2 (whole group); p <- p(1 - lr*wd) - lr/b * g",
+        search_space={
+            "lr": log_uniform(1e-2, 10.0),
+            "initial_accumulator": log_uniform(1e-4, 10.0),
+            "scope": choice("global", "tensor"),
+        },
+        suggested={"lr": 1.0},
     ),
 )
 
