@@ -10,25 +10,11 @@ from torch import Tensor
 
 from tests.optim.problems import SHAPES, SumOfQuadratics
 
-ParamsFactory = Callable[[list[torch.nn.Parameter]], Any]
-
 
 def _params(dtype: torch.dtype, seed: int = 0) -> list[torch.nn.Parameter]:
     gen = torch.Generator().manual_seed(seed)
     shapes = [s for s in SHAPES if 0 not in s]
     return [torch.nn.Parameter(torch.randn(s, generator=gen, dtype=torch.float64).to(dtype)) for s in shapes]
-
-
-def two_groups(lr_scale: float = 0.5, weight_decay: float | None = None) -> ParamsFactory:
-    """Param groups: the first two tensors with defaults, the rest with a smaller lr (and wd)."""
-
-    def factory(params: list[torch.nn.Parameter], base_lr: float) -> list[dict[str, Any]]:
-        second: dict[str, Any] = {"params": params[2:], "lr": base_lr * lr_scale}
-        if weight_decay is not None:
-            second["weight_decay"] = weight_decay
-        return [{"params": params[:2]}, second]
-
-    return factory  # type: ignore[return-value]
 
 
 def assert_same_trajectory(
