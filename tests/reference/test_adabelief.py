@@ -5,7 +5,7 @@ Both codes compute in float64 from the same gradients; they differ only in round
 a ``lerp`` where theirs is ``mul`` + ``add``, our foreach path folds ``sqrt(bc2)`` into the step
 size and ``eps``, and the RAdam factor is evaluated in another order). Measured: the largest
 absolute difference over all settings below is under 1e-15, a few ulps of parameters of size
-~1-3 (the largest relative difference, ~2e-13, is on an entry passing close to zero), so
+~1-3 (the largest relative difference, ~6e-13, is on an entry passing close to zero), so
 ``atol=1e-14`` leaves a margin of ~10x for other CPUs' vector kernels and still fails on any
 change of the math (a relative change of 1e-9 in ``lr`` or ``eps=1e-16`` -> ``1e-15`` fails).
 """

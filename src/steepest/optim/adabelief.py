@@ -68,16 +68,19 @@ class AdaBelief(SteepestOptimizer):
     Differences from the paper, all following the official code (juntang-zhuang/Adabelief-Optimizer,
     PyPI ``adabelief-pytorch`` 0.2.1), which the author calls authoritative:
 
-    * the :math:`+\epsilon` inside :math:`s_t` is kept in the state, so it accumulates every
-      step (the README's formula omits it; Algorithm 2 has it);
+    * the :math:`+\epsilon` of :math:`s_t` is added to the stored state in place, so it
+      accumulates in :math:`s` over the steps (summaries that write :math:`s_t` as a plain
+      EMA of :math:`(g_t - m_t)^2` omit it; see issues #18 and #57 of the official repository);
     * the rectification (``rectify=True``) and decoupled decay (``weight_decouple=True``)
       are on by default; neither is in Algorithm 2;
     * with ``amsgrad=True``, :math:`s^{max}_t = \max(s^{max}_{t-1}, s_t)` replaces
       :math:`s_t` in the unrectified step only: like the official code, the rectified step
       uses :math:`s_t`, so with ``rectify=True`` amsgrad does not change the trajectory;
-    * the official code upcasts float16 parameters to float32 for the step; here every
-      dtype is updated in its own precision (bfloat16 and float16 alike). With
-      :math:`\epsilon = 10^{-16}` in float16 the :math:`\epsilon` underflows to 0.
+    * the official code upcasts float16 parameters (and keeps their state) in float32; here
+      state and step are in the parameter's dtype (bfloat16 and float16 alike). In float16,
+      :math:`\epsilon = 10^{-16}` underflows to 0, so a coordinate whose gradient stays 0
+      gets :math:`0/0`: for float16 use float32 master weights (as ``torch.amp`` does) or
+      :math:`\epsilon \ge 10^{-7}`.
 
     Unlike the official code, the L2 term (``weight_decouple=False``) is added to a
     temporary: ``p.grad`` is not modified. The hyperparameters ``weight_decouple``,

@@ -24,7 +24,7 @@ class DiffGrad(SteepestOptimizer):
     "diffGrad: An Optimization Method for Convolutional Neural Networks",
     IEEE Transactions on Neural Networks and Learning Systems 2020, arXiv:1909.11015.
 
-    Update rule (paper, Section III; :math:`g_0 = 0`), with gradient :math:`g_t`, step
+    Update rule (paper; :math:`g_0 = 0`), with gradient :math:`g_t`, step
     :math:`t \ge 1` and the logistic function :math:`\sigma`:
 
     .. math::
@@ -50,9 +50,9 @@ class DiffGrad(SteepestOptimizer):
 
     Args:
         params: parameters or param groups.
-        lr: step size :math:`\alpha`. Default 1e-3 (paper, official code).
-        betas: :math:`(\beta_1, \beta_2)`, default (0.9, 0.999) (paper, official code).
-        eps: :math:`\epsilon`, default 1e-8 (paper, official code).
+        lr: step size :math:`\alpha`. Default 1e-3 (official code).
+        betas: :math:`(\beta_1, \beta_2)`, default (0.9, 0.999) (official code).
+        eps: :math:`\epsilon`, default 1e-8 (official code).
         weight_decay: L2 coefficient :math:`\lambda` added to the gradient, default 0
             (official code).
         maximize: ascend the objective instead.
