@@ -58,8 +58,8 @@ class LAMB(SteepestOptimizer):
     Args:
         params: parameters or param groups.
         lr: step size :math:`\eta`, default 1e-3 (cybertronai, apex).
-        betas: :math:`(\beta_1, \beta_2)`, default (0.9, 0.999) (paper's experiments, all codes).
-        eps: :math:`\epsilon`, default 1e-6 (paper's BERT setting, cybertronai, apex).
+        betas: :math:`(\beta_1, \beta_2)`, default (0.9, 0.999) (cybertronai, apex).
+        eps: :math:`\epsilon`, default 1e-6 (cybertronai, apex).
         weight_decay: :math:`\lambda`, default 0 (cybertronai, torch-optimizer).
         clamp_value: upper bound of :math:`\phi`, default 10 (cybertronai, torch-optimizer);
             ``None``: :math:`\phi` is the identity (paper, apex).
@@ -160,11 +160,12 @@ class LAMB(SteepestOptimizer):
 
         # One temporary list: sqrt(v) + eps', then q = m / (sqrt(v) + eps') (r = scale * q), then u / scale.
         updates = torch._foreach_sqrt(exp_avg_sqs)
-        torch._foreach_add_(updates, list(eps))
+        uniform = all(s == steps[0] for s in steps)
+        torch._foreach_add_(updates, eps[0] if uniform else list(eps))
         torch._foreach_reciprocal_(updates)
         torch._foreach_mul_(updates, exp_avgs)
         if wd != 0.0:
-            if all(s == scales[0] for s in scales):
+            if uniform:
                 torch._foreach_add_(updates, params, alpha=wd / scales[0])  # u = scale * (q + wd / scale * x)
             else:
                 torch._foreach_mul_(updates, list(scales))
@@ -172,13 +173,13 @@ class LAMB(SteepestOptimizer):
                 scales = (1.0,) * len(params)
 
         norm_dtype = torch.promote_types(params[0].dtype, torch.float32)
-        weight_norms = torch.stack(torch._foreach_norm(params, 2, dtype=norm_dtype))
+        weight_norms, update_norms = torch.stack(torch._foreach_norm([*params, *updates], 2, dtype=norm_dtype)).chunk(2)
         if clamp is not None:
             weight_norms = weight_norms.clamp(max=clamp)
         # one host-to-device copy only when the folded bias corrections differ between tensors
         scale: float | Tensor = scales[0]
-        if any(s != scales[0] for s in scales):
+        if not uniform and any(s != scales[0] for s in scales):
             scale = torch.tensor(scales, dtype=norm_dtype, device=weight_norms.device)
-        update_norms = torch.stack(torch._foreach_norm(updates, 2, dtype=norm_dtype)) * scale
+        update_norms = update_norms * scale
         factors = (trust_ratio(weight_norms, update_norms) * scale).mul_(-lr)
         torch._foreach_addcmul_(params, updates, factors.unbind())

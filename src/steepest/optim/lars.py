@@ -31,9 +31,10 @@ class LARS(SteepestOptimizer):
 
     with :math:`\lambda = 1` when :math:`\|w_t\|` or the denominator is 0.
 
-    This class follows kozistr's ``pytorch_optimizer.LARS`` (the MoCo-v3 / MAE ``lars.py``
-    lineage): the momentum is torch-SGD style, :math:`b \leftarrow m b + (1-\text{dampening})\, d`
-    with :math:`d = \lambda(\nabla L + \beta w)` and the buffer starting at zero, then
+    This class follows kozistr's ``pytorch_optimizer.LARS``: the paper's local lr (MoCo-v3 and
+    MAE's ``lars.py`` use :math:`\eta\|w\|/\|\nabla L + \beta w\|` instead), torch-SGD style
+    momentum, :math:`b \leftarrow m b + (1-\text{dampening})\, d` with
+    :math:`d = \lambda(\nabla L + \beta w)` and the buffer starting at zero, then
     :math:`w \leftarrow w - \gamma_t b` (or :math:`w - \gamma_t (d + m b)` with ``nesterov``).
 
     Differences from the paper: the lr multiplies the buffer rather than entering it, which is the
@@ -53,7 +54,7 @@ class LARS(SteepestOptimizer):
             scales the step of every adapted tensor to about :math:`\gamma\eta\|w\|`. Excluded
             1-D tensors take plain SGD steps of size :math:`\gamma`, so scale ``lr`` with that
             in mind.
-        momentum: :math:`m`, default 0.9 (paper's experiments, kozistr, MoCo-v3).
+        momentum: :math:`m`, default 0.9 (kozistr, MoCo-v3).
         dampening: scales the new term of the buffer by :math:`1-\text{dampening}`, default 0
             (torch SGD, kozistr).
         weight_decay: :math:`\beta`, default 0 (kozistr, timm).
