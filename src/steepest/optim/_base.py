@@ -173,6 +173,9 @@ class SteepestOptimizer(StateSpecMixin, Optimizer, metaclass=ABCMeta):
     hyperparameter_rules: ClassVar[Mapping[str, Rule]] = MappingProxyType({})
     #: Filled from the ``__init__`` signature: hyperparameter name -> default.
     hyperparameter_defaults: ClassVar[Mapping[str, Any]] = MappingProxyType({})
+    #: ``_foreach_update`` gets the whole group (all devices and dtypes) and buckets it itself,
+    #: because it needs a statistic over the group first (a norm, a maximum).
+    foreach_whole_group: ClassVar[bool] = False
 
     def __init_subclass__(cls, **kwargs: Any) -> None:
         super().__init_subclass__(**kwargs)
@@ -268,6 +271,7 @@ class SteepestOptimizer(StateSpecMixin, Optimizer, metaclass=ABCMeta):
                 loss = closure()
         # Gather and check everything first so a bad gradient raises before any update.
         gathered = [self._params_with_grad(group) for group in self.param_groups]
+        self._prepare_step([g for _, grads in gathered for g in grads])
         for group, (params, grads) in zip(self.param_groups, gathered, strict=True):
             if not params:
                 continue
@@ -293,6 +297,13 @@ class SteepestOptimizer(StateSpecMixin, Optimizer, metaclass=ABCMeta):
             grads.append(p.grad)
         return params, grads
 
+    def _prepare_step(self, grads: list[Tensor]) -> None:
+        """Hook run once per step, before any group is updated, with every gradient of every group.
+
+        For statistics over the whole optimizer, such as a global gradient-norm clip factor.
+        The gradients are as the user left them (before ``maximize`` negation); never modify them.
+        """
+
     def _use_foreach(self, group: ParamGroup) -> bool:
         return self.capabilities.supports_foreach and group["foreach"] is not False
 
@@ -301,10 +312,13 @@ class SteepestOptimizer(StateSpecMixin, Optimizer, metaclass=ABCMeta):
     ) -> None:
         """Update one param group: foreach per (device, dtype) bucket, or the per-tensor path.
 
-        Optimizers whose update needs a statistic over the whole group override this.
+        With ``foreach_whole_group`` the foreach path gets the whole group in one call.
         """
         if not self._use_foreach(group):
             self._single_tensor_update(group, params, grads, states)
+            return
+        if self.foreach_whole_group:
+            self._foreach_update(group, params, grads, states)
             return
         for bucket_params, bucket_grads, bucket_states in device_dtype_buckets(params, grads, states):
             self._foreach_update(group, bucket_params, bucket_grads, bucket_states)

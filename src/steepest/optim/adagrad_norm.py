@@ -90,6 +90,7 @@ class AdaGradNorm(SteepestOptimizer):
     """
 
     capabilities = Capabilities(global_statistic=True)
+    foreach_whole_group = True
     scalar_state = ("sum_sq",)
     hyperparameter_rules = MappingProxyType({"initial_accumulator": POSITIVE, "scope": OneOf(("global", "tensor"))})
 
@@ -123,14 +124,6 @@ class AdaGradNorm(SteepestOptimizer):
         (shape, dtype) = self.state_shapes(param, group)["sum_sq"]
         state["sum_sq"] = torch.full(shape, group["initial_accumulator"] ** 2, dtype=dtype, device=param.device)
 
-    def _update_group(
-        self, group: ParamGroup, params: list[Tensor], grads: list[Tensor], states: list[dict[str, Any]]
-    ) -> None:
-        """With ``scope="global"`` the step needs the whole group, so both paths get all of it."""
-        if self._use_foreach(group):
-            self._foreach_update(group, params, grads, states)
-        else:
-            self._single_tensor_update(group, params, grads, states)
 
     def _single_tensor_update(
         self, group: ParamGroup, params: list[Tensor], grads: list[Tensor], states: list[dict[str, Any]]

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import math
-from collections.abc import Callable
 from types import MappingProxyType
 from typing import Any
 
@@ -98,7 +97,7 @@ class Adan(SteepestOptimizer):
     hyperparameter_rules = MappingProxyType(
         {"betas": Tuple(3, UNIT_OPEN), "max_grad_norm": NON_NEGATIVE, "no_prox": Boolean()}
     )
-    #: The clip factor of the step in progress (``None`` outside ``step`` or without clipping).
+    #: The clip factor of the current step, set by ``_prepare_step`` (``None`` without clipping).
     _grad_scale: Tensor | None = None
 
     def __init__(
@@ -136,28 +135,13 @@ class Adan(SteepestOptimizer):
             )
         super().add_param_group(param_group)
 
-    @torch.no_grad()
-    def step(self, closure: Callable[[], Any] | None = None) -> Any:
-        """Perform one optimization step (clip factor first, over all groups' gradients).
-
-        Args:
-            closure: re-evaluates the model and returns the loss (run with grad enabled).
-        """
-        loss = None
-        if closure is not None:
-            with torch.enable_grad():
-                loss = closure()
+    def _prepare_step(self, grads: list[Tensor]) -> None:
+        """The clip factor ``min(1, max_grad_norm / (||g|| + eps))`` over every group's gradients."""
+        self._grad_scale = None
         max_norm = self.defaults["max_grad_norm"]
-        if max_norm > 0:
-            grads = [g for group in self.param_groups for g in self._params_with_grad(group)[1]]
-            if grads:
-                total = global_norm(grads)
-                self._grad_scale = torch.clamp(max_norm / (total + self.defaults["eps"]), max=1.0)
-        try:
-            super().step()
-        finally:
-            self._grad_scale = None
-        return loss
+        if max_norm > 0 and grads:
+            total = global_norm(grads)
+            self._grad_scale = torch.clamp(max_norm / (total + self.defaults["eps"]), max=1.0)
 
     def _scaled(self, grads: list[Tensor]) -> list[Tensor]:
         """The gradients times the clip factor (new tensors), or ``grads`` when not clipping."""

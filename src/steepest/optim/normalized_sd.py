@@ -139,6 +139,7 @@ class NormalizedSD(SteepestOptimizer):
     """
 
     capabilities = Capabilities(global_statistic=True)
+    foreach_whole_group = True
     hyperparameter_rules = MappingProxyType({"norm": OneOf(("l2", "linf", "l1")), "dual_scaled": Boolean()})
 
     def __init__(
@@ -162,14 +163,6 @@ class NormalizedSD(SteepestOptimizer):
             foreach=foreach,
         )
 
-    def _update_group(
-        self, group: ParamGroup, params: list[Tensor], grads: list[Tensor], states: list[dict[str, Any]]
-    ) -> None:
-        """The norm is over the whole group, so both paths see all of it at once."""
-        if self._use_foreach(group):
-            self._foreach_update(group, params, grads, states)
-        else:
-            self._single_tensor_update(group, params, grads, states)
 
     def _single_tensor_update(
         self, group: ParamGroup, params: list[Tensor], grads: list[Tensor], states: list[dict[str, Any]]
