@@ -5,8 +5,13 @@ Adding an optimizer to the registry without an entry here fails ``test_db_covers
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
+
+import torch
+
+import steepest
 
 
 @dataclass(frozen=True)
@@ -32,6 +37,9 @@ class OptimSpec:
         steps: steps for the convergence tests.
         error_inputs: bad constructor inputs beyond the common ``lr=-1``.
         moves_with_lr_zero: whether parameters can change when ``lr == 0``.
+        prepare: turns a plain list of parameters into what the constructor takes (named
+            parameters, or param groups carrying options such as a projection rank); the
+            matrix applies it to every parameter list and to each param group it builds.
     """
 
     key: str
@@ -42,6 +50,29 @@ class OptimSpec:
     error_inputs: tuple[ErrorInput, ...] = ()
     moves_with_lr_zero: bool = False
     extra: dict[str, Any] = field(default_factory=dict)
+    prepare: Callable[[list[torch.nn.Parameter]], Any] | None = None
+
+
+def _prepared(spec: OptimSpec, params: Any) -> Any:
+    params = list(params)
+    if spec.prepare is None:
+        return params
+    if params and isinstance(params[0], dict):
+        groups = []
+        for group in params:
+            overrides = {k: v for k, v in group.items() if k != "params"}
+            prepared = spec.prepare(list(group["params"]))
+            if prepared and isinstance(prepared[0], dict):
+                groups += [{**g, **overrides} for g in prepared]
+            else:
+                groups.append({**overrides, "params": prepared})
+        return groups
+    return spec.prepare(params)
+
+
+def build(key: str, params: Any, **hyperparameters: Any) -> torch.optim.Optimizer:
+    """Build optimizer ``key`` on ``params`` (a list of tensors or of param groups), prepared per its spec."""
+    return steepest.create_optimizer(key, _prepared(DB[key], params), **hyperparameters)
 
 
 _BETAS_ERRORS = (

@@ -16,7 +16,7 @@ import torch
 
 import steepest
 from steepest.optim._registry import REGISTRY
-from tests.optim.optim_db import DB, OptimSpec
+from tests.optim.optim_db import DB, OptimSpec, build
 from tests.optim.problems import LogisticRegression, Quadratic, SumOfQuadratics, make_params, run_steps
 
 KEYS = sorted(REGISTRY)
@@ -33,7 +33,7 @@ def _spec(key: str) -> OptimSpec:
 
 
 def _build(key: str, params: Any, **overrides: Any) -> torch.optim.Optimizer:
-    return steepest.create_optimizer(key, params, **overrides)
+    return build(key, params, **overrides)
 
 
 def _state_snapshot(opt: torch.optim.Optimizer) -> dict[int, dict[str, Any]]:
@@ -244,11 +244,14 @@ def test_dtypes(key: str, dtype: torch.dtype) -> None:
     assert all(p.dtype == dtype for p in params)
     assert all(torch.isfinite(p).all() for p in params)
     assert float(problem.loss(params).detach()) < initial
-    group = opt.param_groups[0]
     for p in params:
-        for name, (shape, state_dtype) in _state_shapes(opt, p, group).items():
+        for name, (shape, state_dtype) in _state_shapes(opt, p, _group_of(opt, p)).items():
             assert opt.state[p][name].dtype == state_dtype, name
             assert tuple(opt.state[p][name].shape) == tuple(shape), name
+
+
+def _group_of(opt: torch.optim.Optimizer, param: torch.Tensor) -> dict[str, Any]:
+    return next(g for g in opt.param_groups if any(p is param for p in g["params"]))
 
 
 def _state_shapes(opt: torch.optim.Optimizer, p: torch.Tensor, group: dict[str, Any]) -> Any:
@@ -278,9 +281,8 @@ def test_state_bytes_match_declared_state(key: str, variant: int) -> None:
     params[3].grad = None
     opt.step()
     expected = 0
-    group = opt.param_groups[0]
     for p in params:
-        shapes = _state_shapes(opt, p, group) if p.grad is not None else {}
+        shapes = _state_shapes(opt, p, _group_of(opt, p)) if p.grad is not None else {}
         assert set(opt.state[p]) == set(shapes)
         for shape, dtype in shapes.values():
             expected += math.prod(shape) * torch.empty((), dtype=dtype).element_size()

@@ -16,9 +16,8 @@ from typing import Any
 import pytest
 import torch
 
-import steepest
 from steepest.optim._registry import REGISTRY
-from tests.optim.optim_db import DB
+from tests.optim.optim_db import DB, build
 
 KEYS = sorted(k for k, e in REGISTRY.items() if "baseline" not in e.families)
 
@@ -34,7 +33,7 @@ def _is_torch_call(func: Any) -> bool:
 def _torch_calls_in_step(key: str, variant: dict[str, Any], n_params: int) -> int:
     gen = torch.Generator().manual_seed(0)
     params = [torch.nn.Parameter(torch.randn(3, 4, generator=gen)) for _ in range(n_params)]
-    opt = steepest.create_optimizer(key, params, **variant, foreach=True)
+    opt = build(key, params, **variant, foreach=True)
     for p in params:
         p.grad = torch.randn(p.shape, generator=gen)
     opt.step()  # first step creates state (a per-parameter allocation, once)

@@ -14,6 +14,7 @@ import steepest
 from steepest.optim._base import SteepestOptimizer
 from steepest.optim._registry import REGISTRY
 from steepest.optim._validation import Boolean, Interval, OneOf, Optional, Tuple
+from tests.optim.optim_db import build
 
 OURS = sorted(k for k, e in REGISTRY.items() if issubclass(e.cls, SteepestOptimizer))
 
@@ -92,7 +93,7 @@ def test_fuzzed_hyperparameters_raise_value_error_or_build(key: str, data: st.Da
     value = data.draw(_values)
     param = torch.nn.Parameter(torch.ones(3))
     try:
-        opt = steepest.create_optimizer(key, [param], **{name: value})
+        opt = build(key, [param], **{name: value})
     except ValueError as err:
         assert name in str(err)
         return
