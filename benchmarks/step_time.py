@@ -35,17 +35,31 @@ from steepest.optim._registry import REGISTRY
 sys.path.insert(0, __file__.rsplit("/", 1)[0])
 from _machine import Timing, copy_bandwidth, wait_for_idle
 
+WIDTH, HEADS = 512, 8
 
-def transformer_shapes(layers: int = 5, width: int = 512, ffn: int = 2048, vocab: int = 8192) -> list[tuple[int, ...]]:
-    """Embedding, per-layer attention/MLP matrices with biases and norms, and an untied head."""
-    shapes: list[tuple[int, ...]] = [(vocab, width)]
-    for _ in range(layers):
-        shapes += [(width,), (width,)]  # attention norm weight and bias
-        shapes += [(3 * width, width), (3 * width,), (width, width), (width,)]
-        shapes += [(width,), (width,)]  # MLP norm
-        shapes += [(ffn, width), (ffn,), (width, ffn), (width,)]
-    shapes += [(width,), (width,), (vocab, width)]
+
+def transformer_shapes(
+    layers: int = 5, width: int = WIDTH, ffn: int = 2048, vocab: int = 8192
+) -> list[tuple[str, tuple[int, ...]]]:
+    """Named shapes: embedding, per-layer q/k/v/o and MLP matrices with biases and norms, untied head.
+
+    Names follow the LLaMA/GPT conventions that name-driven optimizers (Adam-mini) recognise.
+    """
+    shapes: list[tuple[str, tuple[int, ...]]] = [("embed_tokens.weight", (vocab, width))]
+    for i in range(layers):
+        prefix = f"layers.{i}"
+        shapes += [(f"{prefix}.input_norm.weight", (width,)), (f"{prefix}.input_norm.bias", (width,))]
+        for proj in ("q_proj", "k_proj", "v_proj", "o_proj"):
+            shapes += [(f"{prefix}.attn.{proj}.weight", (width, width)), (f"{prefix}.attn.{proj}.bias", (width,))]
+        shapes += [(f"{prefix}.post_norm.weight", (width,)), (f"{prefix}.post_norm.bias", (width,))]
+        shapes += [(f"{prefix}.mlp.up_proj.weight", (ffn, width)), (f"{prefix}.mlp.up_proj.bias", (ffn,))]
+        shapes += [(f"{prefix}.mlp.down_proj.weight", (width, ffn)), (f"{prefix}.mlp.down_proj.bias", (width,))]
+    shapes += [("final_norm.weight", (width,)), ("final_norm.bias", (width,)), ("lm_head.weight", (vocab, width))]
     return shapes
+
+
+#: Model facts some optimizers need beyond their suggested hyperparameters.
+MODEL_KWARGS = {"adam_mini": {"dim": WIDTH, "n_heads": HEADS}}
 
 
 #: Parameter-sized reads that an update needing a norm must make before its first write, on
@@ -97,7 +111,7 @@ def _timed(fn: Callable[[], object]) -> float:
     return time.perf_counter() - start
 
 
-def measure(key: str, params: list[torch.nn.Parameter], repeats: int) -> Row:
+def measure(key: str, names: list[str], params: list[torch.nn.Parameter], repeats: int) -> Row:
     """Alternate ``repeats`` foreach steps of ``key`` and of torch AdamW on the same parameters.
 
     Alternating step by step means a burst of load from another process hits both alike, so
@@ -107,7 +121,10 @@ def measure(key: str, params: list[torch.nn.Parameter], repeats: int) -> Row:
     if key == "adamw":
         opt: torch.optim.Optimizer = torch.optim.AdamW(params, lr=1e-4, foreach=True)
     else:
-        opt = steepest.create_optimizer(key, params, **{**REGISTRY[key].suggested, "foreach": True})
+        entry = REGISTRY[key]
+        named = list(zip(names, params, strict=True))
+        kwargs = {**entry.suggested, **MODEL_KWARGS.get(key, {}), "foreach": True}
+        opt = steepest.create_optimizer(key, named if entry.capabilities.needs_named_parameters else params, **kwargs)
     for _ in range(2):  # create state and warm up outside the timed region
         adamw.step()
         opt.step()
@@ -141,8 +158,9 @@ def main(argv: list[str] | None = None) -> int:
     torch.set_num_threads(args.threads)
     torch.manual_seed(0)
 
-    shapes = transformer_shapes()
-    params = [torch.nn.Parameter(torch.randn(s) * 0.02) for s in shapes]
+    named_shapes = transformer_shapes()
+    names = [name for name, _ in named_shapes]
+    params = [torch.nn.Parameter(torch.randn(shape) * 0.02) for _, shape in named_shapes]
     for p in params:
         p.grad = torch.randn(p.shape) * 1e-3
     n = sum(p.numel() for p in params)
@@ -163,7 +181,7 @@ def main(argv: list[str] | None = None) -> int:
     print("-" * len(header))
     failures = []
     for key in keys:
-        row = measure(key, params, args.repeats)
+        row = measure(key, names, params, args.repeats)
         vs_bw = row.timing.median / (row.traffic / bandwidth)
         flag = ""
         if not row.elementwise:

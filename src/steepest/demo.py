@@ -188,7 +188,8 @@ def _train(
     from tqdm import tqdm
 
     entry = optimizer_info(key)
-    optimizer = create_optimizer(key, model.parameters(), **hyperparameters)
+    params = model.named_parameters() if optimizer_info(key).capabilities.needs_named_parameters else model.parameters()
+    optimizer = create_optimizer(key, params, **hyperparameters)
     needs_closure = entry.capabilities.requires_closure
     create_graph = entry.capabilities.needs_create_graph
     generator = torch.Generator().manual_seed(seed)
@@ -243,7 +244,9 @@ def resolve_hyperparameters(optimizer: str, overrides: Mapping[str, Any] | None 
         ValueError: an out-of-range hyperparameter value.
     """
     hyperparameters = {**optimizer_info(optimizer).suggested, **(overrides or {})}
-    create_optimizer(optimizer, make_model(0).parameters(), **hyperparameters)
+    model = make_model(0)
+    named = optimizer_info(optimizer).capabilities.needs_named_parameters
+    create_optimizer(optimizer, model.named_parameters() if named else model.parameters(), **hyperparameters)
     return hyperparameters
 
 

@@ -53,6 +53,8 @@ class Capabilities:
             per-tensor or global scalars, so the step is memory-bandwidth bound.
         global_statistic: the update needs a statistic over all parameters of a group
             (a norm or a maximum), so groups are not split per parameter.
+        needs_named_parameters: the constructor takes ``model.named_parameters()`` (the
+            update depends on what each tensor is, e.g. Adam-mini's partition by name).
     """
 
     requires_closure: bool = False
@@ -61,6 +63,7 @@ class Capabilities:
     supports_sparse: bool = False
     elementwise: bool = True
     global_statistic: bool = False
+    needs_named_parameters: bool = False
 
 
 class StateSpecMixin:
