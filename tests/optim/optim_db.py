@@ -75,6 +75,31 @@ def build(key: str, params: Any, **hyperparameters: Any) -> torch.optim.Optimize
     return steepest.create_optimizer(key, _prepared(DB[key], params), **hyperparameters)
 
 
+def _lowrank_groups(params: list[torch.nn.Parameter]) -> list[dict[str, Any]]:
+    """GaLore / Fira: the matrix's (5, 4) parameter in a rank-2 projected group, the rest plain.
+
+    Only that exact shape is projected: the foreach-scaling test's (3, 4) matrices stay plain,
+    since a projection is per matrix (one SVD and matmuls each) by nature.
+    """
+    projected = [p for p in params if tuple(p.shape) == (5, 4)]
+    plain = [p for p in params if tuple(p.shape) != (5, 4)]
+    groups: list[dict[str, Any]] = [{"params": projected, "rank": 2}] if projected else []
+    return groups + ([{"params": plain}] if plain or not groups else [])
+
+
+_LOWRANK_ERRORS = (
+    ErrorInput({"betas": (1.0, 0.9)}, match="betas"),
+    ErrorInput({"eps": -1e-6}, match="eps"),
+    ErrorInput({"weight_decay": -0.1}, match="weight_decay"),
+    ErrorInput({"rank": 0}, match="rank"),
+    ErrorInput({"update_proj_gap": 0}, match="update_proj_gap"),
+    ErrorInput({"scale": 0.0}, match="scale"),
+    ErrorInput({"proj_type": "diagonal"}, match="proj_type"),
+    ErrorInput({"correct_bias": None}, match="correct_bias"),
+    # A constructor-wide rank also applies to the plain group, whose parameters are not matrices.
+    ErrorInput({"rank": 1}, match="2-D"),
+)
+
 _BETAS_ERRORS = (
     ErrorInput({"betas": (1.0, 0.9)}, match="betas"),
     ErrorInput({"betas": (0.9,)}, match="betas"),
@@ -250,6 +275,70 @@ DB: dict[str, OptimSpec] = {
                 ErrorInput({"scope": None}, match="scope"),
                 ErrorInput({"weight_decay": -0.1}, match="weight_decay"),
             ),
+        ),
+        OptimSpec(
+            "adam_mini",
+            # prepare names the matrix's (5,4), (4,), (0,3), (3,2,2) parameters so each partition
+            # rule is used: per row (mlp, 5 rows), plain Adam (bias), one v per tensor (a norm, here
+            # zero-size) and per head (q_proj: 3 heads of dim*dim/n_heads = 4 entries). A lone first
+            # parameter (quadratic, logistic w, fuzzed constructor) is mlp-named and 1-D: one v per
+            # tensor, so dim/n_heads are needed only where the q_proj name appears.
+            variants=(
+                {"lr": 0.01, "dim": 4, "n_heads": 4},
+                {"lr": 0.01, "dim": 4, "n_heads": 4, "n_kv_heads": 2, "betas": (0.8, 0.99), "weight_decay": 0.1},
+                {"lr": 0.01, "dim": 2, "n_heads": 2, "eps": 1e-6, "weight_decay": 0.1},
+            ),
+            quadratic={"lr": 0.1, "dim": 4, "n_heads": 4},
+            logistic={"lr": 0.05, "dim": 4, "n_heads": 4},
+            error_inputs=(
+                *_BETAS_ERRORS,
+                ErrorInput({"dim": 4}, match="n_heads"),
+                ErrorInput({"dim": 0, "n_heads": 4}, match="dim"),
+                ErrorInput({"dim": 4, "n_heads": 3}, match="n_heads"),
+                ErrorInput({"dim": 4, "n_heads": 4, "n_kv_heads": 3}, match="n_kv_heads"),
+                ErrorInput({"dim": 8, "n_heads": 2}, match="whole number of heads"),
+                ErrorInput({"dim": 4.0, "n_heads": 4}, match="dim"),
+            ),
+            prepare=lambda ps: [
+                (
+                    f"model.layers.{i // 4}."
+                    + ("mlp.up_proj.weight", "self_attn.q_proj.bias", "norm.weight", "self_attn.q_proj.weight")[i % 4],
+                    p,
+                )
+                for i, p in enumerate(ps)
+            ],
+        ),
+        OptimSpec(
+            "galore_adamw",
+            # update_proj_gap=2 or 3 refreshes the basis inside every short run (steps 0, 2, 4, ...),
+            # including across the state_dict save point; each proj_type side is covered. The
+            # quadratic and logistic problems have no matrix: plain AdamW (eps form A) there.
+            variants=(
+                {"lr": 0.01},
+                {"lr": 0.01, "update_proj_gap": 2},
+                {"lr": 0.01, "update_proj_gap": 2, "proj_type": "left", "weight_decay": 0.1},
+                {"lr": 0.01, "update_proj_gap": 3, "proj_type": "right", "scale": 0.5, "correct_bias": False},
+                {"lr": 0.01, "update_proj_gap": 2, "proj_type": "reverse_std", "betas": (0.8, 0.99)},
+                {"lr": 0.01, "update_proj_gap": 2, "proj_type": "full", "weight_decay": 0.1},
+            ),
+            quadratic={"lr": 0.1},
+            logistic={"lr": 0.05},
+            error_inputs=_LOWRANK_ERRORS,
+            prepare=_lowrank_groups,
+        ),
+        OptimSpec(
+            "fira",
+            variants=(
+                {"lr": 0.01},
+                {"lr": 0.01, "update_proj_gap": 2},
+                {"lr": 0.01, "update_proj_gap": 2, "proj_type": "left", "weight_decay": 0.1},
+                {"lr": 0.01, "update_proj_gap": 3, "proj_type": "right", "scale": 0.25, "correct_bias": False},
+                {"lr": 0.01, "update_proj_gap": 2, "proj_type": "reverse_std", "weight_decay": 0.1},
+            ),
+            quadratic={"lr": 0.1},
+            logistic={"lr": 0.05},
+            error_inputs=(*_LOWRANK_ERRORS, ErrorInput({"proj_type": "full"}, match="proj_type")),
+            prepare=_lowrank_groups,
         ),
     )
 }

@@ -2,6 +2,7 @@
 
 from steepest.optim._base import Capabilities, SteepestOptimizer
 from steepest.optim._memory import state_bytes
+from steepest.optim._projectors import lowrank_param_groups
 from steepest.optim._registry import (
     FAMILIES,
     REGISTRY,
@@ -13,9 +14,12 @@ from steepest.optim._registry import (
 )
 from steepest.optim.adabelief import AdaBelief
 from steepest.optim.adagrad_norm import AdaGradNorm
+from steepest.optim.adam_mini import AdamMini
 from steepest.optim.adan import Adan
 from steepest.optim.baselines import SGD, AdamW
 from steepest.optim.diffgrad import DiffGrad
+from steepest.optim.fira import Fira
+from steepest.optim.galore import GaLoreAdamW
 from steepest.optim.lamb import LAMB
 from steepest.optim.lars import LARS
 from steepest.optim.lion import Lion
@@ -30,10 +34,13 @@ __all__ = [
     "SGD",
     "AdaBelief",
     "AdaGradNorm",
+    "AdamMini",
     "AdamW",
     "Adan",
     "Capabilities",
     "DiffGrad",
+    "Fira",
+    "GaLoreAdamW",
     "Lion",
     "NormalizedSD",
     "Paper",
@@ -43,6 +50,7 @@ __all__ = [
     "SteepestOptimizer",
     "create_optimizer",
     "list_optimizers",
+    "lowrank_param_groups",
     "optimizer_info",
     "state_bytes",
 ]

@@ -8,19 +8,22 @@ by hand (no import-time discovery) so the registry reads as the library's table 
 from __future__ import annotations
 
 import inspect
-from collections.abc import Iterable, Mapping
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-from torch import Tensor
 from torch.optim import Optimizer
+from torch.optim.optimizer import ParamsT
 
 from steepest.optim._base import Capabilities
 from steepest.optim.adabelief import AdaBelief
 from steepest.optim.adagrad_norm import AdaGradNorm
+from steepest.optim.adam_mini import AdamMini
 from steepest.optim.adan import Adan
 from steepest.optim.baselines import SGD, AdamW
 from steepest.optim.diffgrad import DiffGrad
+from steepest.optim.fira import Fira
+from steepest.optim.galore import GaLoreAdamW
 from steepest.optim.lamb import LAMB
 from steepest.optim.lars import LARS
 from steepest.optim.lion import Lion
@@ -304,6 +307,64 @@ _ENTRIES: tuple[RegistryEntry, ...] = (
         },
         suggested={"lr": 1.0},
     ),
+    RegistryEntry(
+        key="adam_mini",
+        cls=AdamMini,
+        families=("memory", "adaptive"),
+        paper=Paper(
+            "Adam-mini: Use Fewer Learning Rates To Gain More",
+            "Zhang, Chen, Li, Luo, Ye, Sun",
+            2025,
+            "2406.16793",
+            "ICLR",
+        ),
+        update_rule="v_b <- b2*v_b + (1-b2)*mean_{i in b}(g_i^2) per block b (head, row, tensor; entry for biases); "
+        "p <- p(1 - lr*wd) - lr * m_hat / (sqrt(v_hat_b) + eps); needs named parameters",
+        search_space={"lr": log_uniform(1e-4, 1e-1), "weight_decay": log_uniform(1e-5, 1e-1)},
+        suggested={"lr": 1e-3},
+    ),
+    RegistryEntry(
+        key="galore_adamw",
+        cls=GaLoreAdamW,
+        families=("memory",),
+        paper=Paper(
+            "GaLore: Memory-Efficient LLM Training by Gradient Low-Rank Projection",
+            "Zhao, Zhang, Chen, Wang, Anandkumar, Tian",
+            2024,
+            "2403.03507",
+            "ICML",
+        ),
+        update_rule="groups with a rank: every T steps P <- top-r singular vectors of G; R = proj_P(G); "
+        "Adam moments of R; p <- p - lr*sqrt(1-b2^t)/(1-b1^t) * scale*back_P(m/(sqrt(v)+eps)); "
+        "then p <- p(1 - lr*wd); other groups: the same AdamW without projection",
+        search_space={
+            "lr": log_uniform(1e-4, 1e-1),
+            "scale": choice(0.25, 1.0),
+            "weight_decay": log_uniform(1e-5, 1e-1),
+        },
+        # The paper's lr=0.01 with scale=0.25; projection needs groups with a rank
+        # (steepest.lowrank_param_groups), plain parameters get AdamW.
+        suggested={"lr": 1e-2, "scale": 0.25},
+    ),
+    RegistryEntry(
+        key="fira",
+        cls=Fira,
+        families=("memory",),
+        paper=Paper(
+            "Fira: Can We Achieve Full-rank Training of LLMs Under Low-rank Constraint?",
+            "Chen, Zhang, Li, Zhang, Zheng, Chen",
+            2024,
+            "2410.01623",
+        ),
+        update_rule="GaLore-AdamW plus the residual S = (G - scale*back_P(R)) * |N|/|R| (per row or column), "
+        "its norm growth limited to 1.01x per step: p <- p - lr*sqrt(1-b2^t)/(1-b1^t) * (scale*back_P(N) + S)",
+        search_space={
+            "lr": log_uniform(1e-4, 1e-1),
+            "scale": choice(0.0625, 0.25, 1.0),
+            "weight_decay": log_uniform(1e-5, 1e-1),
+        },
+        suggested={"lr": 1e-2, "scale": 0.25},
+    ),
 )
 
 REGISTRY: Mapping[str, RegistryEntry] = {entry.key: entry for entry in _ENTRIES}
@@ -329,7 +390,7 @@ def optimizer_info(name: str) -> RegistryEntry:
 
 
 def create_optimizer(
-    name: str, params: Iterable[Tensor] | Iterable[dict[str, Any]], **hyperparameters: Any
+    name: str, params: ParamsT, **hyperparameters: Any
 ) -> Optimizer:
     """Build the optimizer registered as ``name``.
 
