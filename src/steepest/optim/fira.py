@@ -99,37 +99,6 @@ class Fira(GaLoreAdamW):
         }
     )
 
-    def __init__(
-        self,
-        params: Any,
-        lr: float = 1e-3,
-        betas: tuple[float, float] = (0.9, 0.999),
-        eps: float = 1e-6,
-        weight_decay: float = 0.0,
-        correct_bias: bool = True,
-        rank: int | None = None,
-        update_proj_gap: int = 200,
-        scale: float = 1.0,
-        proj_type: str = "std",
-        *,
-        maximize: bool = False,
-        foreach: bool | None = None,
-    ) -> None:
-        super().__init__(
-            params,
-            lr=lr,
-            betas=betas,
-            eps=eps,
-            weight_decay=weight_decay,
-            correct_bias=correct_bias,
-            rank=rank,
-            update_proj_gap=update_proj_gap,
-            scale=scale,
-            proj_type=proj_type,
-            maximize=maximize,
-            foreach=foreach,
-        )
-
     def add_param_group(self, param_group: dict[str, Any]) -> None:
         """Add a param group (the official key ``alpha`` is refused: it is ``scale`` here)."""
         if "alpha" in param_group:
