@@ -274,7 +274,8 @@ class SteepestOptimizer(StateSpecMixin, Optimizer, metaclass=ABCMeta):
                 loss = closure()
         # Gather and check everything first so a bad gradient raises before any update.
         gathered = [self._params_with_grad(group) for group in self.param_groups]
-        self._prepare_step([g for _, grads in gathered for g in grads])
+        if type(self)._prepare_step is not SteepestOptimizer._prepare_step:
+            self._prepare_step([g for _, grads in gathered for g in grads])
         for group, (params, grads) in zip(self.param_groups, gathered, strict=True):
             if not params:
                 continue
