@@ -87,6 +87,27 @@ def _lowrank_groups(params: list[torch.nn.Parameter]) -> list[dict[str, Any]]:
     return groups + ([{"params": plain}] if plain or not groups else [])
 
 
+def _scale_groups(params: list[torch.nn.Parameter]) -> list[dict[str, Any]]:
+    """SCALE: (5, 4) in a last-layer group, (3, 2, 2) in a matrix group with norm_dim=0, the rest plain."""
+    last = [p for p in params if tuple(p.shape) == (5, 4)]
+    embed = [p for p in params if tuple(p.shape) == (3, 2, 2)]
+    plain = [p for p in params if tuple(p.shape) not in ((5, 4), (3, 2, 2))]
+    groups: list[dict[str, Any]] = []
+    if last:
+        groups.append({"params": last, "role": "last_layer"})
+    if embed:
+        groups.append({"params": embed, "role": "matrix", "norm_dim": 0})
+    return groups + ([{"params": plain}] if plain or not groups else [])
+
+
+def _frugal_groups(params: list[torch.nn.Parameter]) -> list[dict[str, Any]]:
+    """FRUGAL: the (5, 4) parameter in a coord-projected group, the rest plain AdamW."""
+    projected = [p for p in params if tuple(p.shape) == (5, 4)]
+    plain = [p for p in params if tuple(p.shape) != (5, 4)]
+    groups: list[dict[str, Any]] = [{"params": projected, "proj_type": "coord"}] if projected else []
+    return groups + ([{"params": plain}] if plain or not groups else [])
+
+
 _LOWRANK_ERRORS = (
     ErrorInput({"betas": (1.0, 0.9)}, match="betas"),
     ErrorInput({"eps": -1e-6}, match="eps"),
@@ -339,6 +360,63 @@ DB: dict[str, OptimSpec] = {
             logistic={"lr": 0.05},
             error_inputs=(*_LOWRANK_ERRORS, ErrorInput({"proj_type": "full"}, match="proj_type")),
             prepare=_lowrank_groups,
+        ),
+        OptimSpec(
+            "scale",
+            # prepare: (5, 4) is the last layer (momentum), (3, 2, 2) a matrix normalized over
+            # dim 0 (the embedding rule, reshaped to (3, 4)), the rest role="auto": (4,) AdamW,
+            # (0, 3) and the foreach test's (3, 4) matrices momentum-free. Lone 1-D parameters
+            # (quadratic, logistic) are vectors: AdamW at lr * adam_lr_ratio.
+            variants=(
+                {"lr": 0.01},
+                {"lr": 0.01, "weight_decay": 0.1, "momentum": 0.5, "adam_lr_ratio": 2.0},
+                {"lr": 0.01, "norm_dim": 0, "betas": (0.8, 0.99), "eps": 1e-6, "weight_decay": 0.1},
+            ),
+            quadratic={"lr": 0.1},
+            logistic={"lr": 0.05},
+            error_inputs=(
+                *_BETAS_ERRORS,
+                ErrorInput({"momentum": 1.0}, match="momentum"),
+                ErrorInput({"eps": -1e-8}, match="eps"),
+                ErrorInput({"adam_lr_ratio": -1.0}, match="adam_lr_ratio"),
+                ErrorInput({"role": "embedding"}, match="role"),
+                ErrorInput({"norm_dim": 2}, match="norm_dim"),
+                # A constructor-wide role applies to the plain group, which holds a 1-D parameter.
+                ErrorInput({"role": "matrix"}, match="2 dimensions"),
+            ),
+            prepare=_scale_groups,
+        ),
+        OptimSpec(
+            "frugal",
+            # update_gap=2 or 3 redraws inside every short run and across the state_dict save
+            # point; each coord_choice and inactive rule is covered, with and without reset.
+            variants=(
+                {"lr": 0.01},
+                {"lr": 0.01, "update_gap": 2, "density": 0.5, "weight_decay": 0.1},
+                {"lr": 0.01, "update_gap": 2, "coord_choice": "rows", "inactive_update_rule": "sgd"},
+                {"lr": 0.01, "update_gap": 3, "coord_choice": "randk", "reset_statistics": False, "seed": 3},
+                {"lr": 0.01, "update_gap": 2, "inactive_update_rule": "no", "proj_params_lr_scale": 0.5},
+                {"lr": 0.01, "update_gap": 2, "inactive_lr_scale": 0.1, "betas": (0.8, 0.99), "eps": 1e-6},
+            ),
+            quadratic={"lr": 0.1, "weight_decay": 0.0},
+            logistic={"lr": 0.05, "weight_decay": 0.0},
+            error_inputs=(
+                *_BETAS_ERRORS,
+                ErrorInput({"eps": -1e-8}, match="eps"),
+                ErrorInput({"density": 0.0}, match="density"),
+                ErrorInput({"density": 1.5}, match="density"),
+                ErrorInput({"update_gap": 0}, match="update_gap"),
+                ErrorInput({"reset_statistics": None}, match="reset_statistics"),
+                ErrorInput({"inactive_update_rule": "same"}, match="inactive_update_rule"),
+                ErrorInput({"inactive_lr_scale": -1.0}, match="inactive_lr_scale"),
+                ErrorInput({"proj_params_lr_scale": -1.0}, match="proj_params_lr_scale"),
+                ErrorInput({"coord_choice": "diag"}, match="coord_choice"),
+                ErrorInput({"seed": -1}, match="seed"),
+                ErrorInput({"proj_type": "svd"}, match="proj_type"),
+                # A constructor-wide proj_type also applies to the plain group (1-D parameters).
+                ErrorInput({"proj_type": "coord"}, match="2-D"),
+            ),
+            prepare=_frugal_groups,
         ),
     )
 }

@@ -19,18 +19,22 @@ from steepest.optim.adan import Adan
 from steepest.optim.baselines import SGD, AdamW
 from steepest.optim.diffgrad import DiffGrad
 from steepest.optim.fira import Fira
+from steepest.optim.frugal import FRUGAL
 from steepest.optim.galore import GaLoreAdamW
 from steepest.optim.lamb import LAMB
 from steepest.optim.lars import LARS
 from steepest.optim.lion import Lion
 from steepest.optim.normalized_sd import NormalizedSD
+from steepest.optim.scale import SCALE, scale_param_groups
 from steepest.optim.sign_sgd import SignSGD, Signum
 
 __all__ = [
     "FAMILIES",
+    "FRUGAL",
     "LAMB",
     "LARS",
     "REGISTRY",
+    "SCALE",
     "SGD",
     "AdaBelief",
     "AdaGradNorm",
@@ -52,5 +56,6 @@ __all__ = [
     "list_optimizers",
     "lowrank_param_groups",
     "optimizer_info",
+    "scale_param_groups",
     "state_bytes",
 ]

@@ -23,11 +23,13 @@ from steepest.optim.adan import Adan
 from steepest.optim.baselines import SGD, AdamW
 from steepest.optim.diffgrad import DiffGrad
 from steepest.optim.fira import Fira
+from steepest.optim.frugal import FRUGAL
 from steepest.optim.galore import GaLoreAdamW
 from steepest.optim.lamb import LAMB
 from steepest.optim.lars import LARS
 from steepest.optim.lion import Lion
 from steepest.optim.normalized_sd import NormalizedSD
+from steepest.optim.scale import SCALE
 from steepest.optim.sign_sgd import SignSGD, Signum
 
 #: Family tags. Algorithms may carry several.
@@ -364,6 +366,47 @@ _ENTRIES: tuple[RegistryEntry, ...] = (
             "weight_decay": log_uniform(1e-5, 1e-1),
         },
         suggested={"lr": 1e-2, "scale": 0.25},
+    ),
+    RegistryEntry(
+        key="scale",
+        cls=SCALE,
+        families=("memory",),
+        paper=Paper(
+            "A Minimalist Optimizer Design for LLM Pretraining",
+            "Glentis, Li, Han, Hong",
+            2025,
+            "2506.16659",
+        ),
+        update_rule="matrices: U = G / max(rms over columns, 1e-8); p <- p(1 - lr*wd) - lr*U; "
+        "last layer: G <- m = b*m + (1-b)*G first; 1-D: AdamW at lr*adam_lr_ratio (steepest.scale_param_groups)",
+        search_space={
+            "lr": log_uniform(1e-4, 1e-1),
+            "adam_lr_ratio": log_uniform(1.0, 30.0),
+            "weight_decay": choice(0.0, 0.1),
+        },
+        # A small MLP: plain parameters are matrix (no momentum) or vector (AdamW) under role="auto".
+        suggested={"lr": 1e-2, "adam_lr_ratio": 1.0},
+    ),
+    RegistryEntry(
+        key="frugal",
+        cls=FRUGAL,
+        families=("memory",),
+        paper=Paper(
+            "FRUGAL: Memory-Efficient Optimization by Reducing State Overhead for Scalable Training",
+            "Zmushko, Beznosikov, Takáč, Horváth",
+            2025,
+            "2411.07837",
+            "ICML",
+        ),
+        update_rule="proj_type='coord' groups: every update_gap steps draw density*n columns/rows/entries S; "
+        "p <- p(1 - lr*wd) - lr*scatter(Adam(G_S)) - lr*sign(G - scatter(G_S)); other groups: AdamW",
+        search_space={
+            "lr": log_uniform(1e-4, 1e-1),
+            "density": choice(0.125, 0.25, 0.5),
+            "inactive_lr_scale": choice(0.1, 1.0),
+        },
+        # Plain parameters get AdamW; projection needs groups with proj_type='coord'.
+        suggested={"lr": 1e-3, "weight_decay": 0.0},
     ),
 )
 
