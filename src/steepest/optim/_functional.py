@@ -32,6 +32,21 @@ def bias_correction(beta: float, step: float) -> float:
     return 1.0 - beta**step
 
 
+def update_moments_(exp_avg: Tensor, exp_avg_sq: Tensor, grad: Tensor, beta1: float, beta2: float) -> None:
+    """Adam's two EMAs in place: ``m <- lerp(m, g, 1 - b1)``, ``v <- b2 v + (1 - b2) g^2``."""
+    exp_avg.lerp_(grad, 1.0 - beta1)
+    exp_avg_sq.mul_(beta2).addcmul_(grad, grad, value=1.0 - beta2)
+
+
+def foreach_update_moments_(
+    exp_avgs: list[Tensor], exp_avg_sqs: list[Tensor], grads: list[Tensor], beta1: float, beta2: float
+) -> None:
+    """Foreach form of :func:`update_moments_`."""
+    torch._foreach_lerp_(exp_avgs, grads, 1.0 - beta1)
+    torch._foreach_mul_(exp_avg_sqs, beta2)
+    torch._foreach_addcmul_(exp_avg_sqs, grads, grads, value=1.0 - beta2)
+
+
 def decay_weights_(param: Tensor, lr: float, weight_decay: float) -> None:
     """Decoupled weight decay in place: ``p <- p * (1 - lr * weight_decay)``."""
     if weight_decay != 0.0:

@@ -9,7 +9,13 @@ import torch
 from torch import Tensor
 
 from steepest.optim._base import ParamGroup, SteepestOptimizer
-from steepest.optim._functional import bias_correction, increment_step, increment_steps
+from steepest.optim._functional import (
+    bias_correction,
+    foreach_update_moments_,
+    increment_step,
+    increment_steps,
+    update_moments_,
+)
 
 
 def _step_size(lr: float, beta1: float, beta2: float, step: float) -> float:
@@ -97,8 +103,7 @@ class DiffGrad(SteepestOptimizer):
             step = increment_step(state["step"])
             if wd != 0.0:
                 grad = grad.add(param, alpha=wd)  # a new tensor: p.grad stays as it was
-            exp_avg.lerp_(grad, 1.0 - beta1)
-            exp_avg_sq.mul_(beta2).addcmul_(grad, grad, value=1.0 - beta2)
+            update_moments_(exp_avg, exp_avg_sq, grad, beta1, beta2)
             friction = (previous_grad - grad).abs_().sigmoid_()
             previous_grad.copy_(grad)
             denom = exp_avg_sq.sqrt().add_(eps)
@@ -114,9 +119,7 @@ class DiffGrad(SteepestOptimizer):
         steps = increment_steps([s["step"] for s in states])
         if wd != 0.0:
             grads = list(torch._foreach_add(grads, params, alpha=wd))  # new tensors: p.grad stays as it was
-        torch._foreach_lerp_(exp_avgs, grads, 1.0 - beta1)
-        torch._foreach_mul_(exp_avg_sqs, beta2)
-        torch._foreach_addcmul_(exp_avg_sqs, grads, grads, value=1.0 - beta2)
+        foreach_update_moments_(exp_avgs, exp_avg_sqs, grads, beta1, beta2)
         # previous_grad holds the friction xi * m until the end of the step, saving a temporary.
         torch._foreach_sub_(previous, grads)
         torch._foreach_abs_(previous)

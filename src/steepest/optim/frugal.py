@@ -10,7 +10,13 @@ import torch
 from torch import Tensor
 
 from steepest.optim._base import SCALAR_DTYPE, Capabilities, ParamGroup, StateSpec, SteepestOptimizer
-from steepest.optim._functional import bias_correction, increment_step, increment_steps
+from steepest.optim._functional import (
+    bias_correction,
+    foreach_update_moments_,
+    increment_step,
+    increment_steps,
+    update_moments_,
+)
 from steepest.optim._validation import NON_NEGATIVE, Boolean, Integer, Interval, OneOf, Rule
 
 
@@ -221,8 +227,7 @@ class FRUGAL(SteepestOptimizer):
         indices = state["indices"]
         sub = self._gather(grad, indices, choice)
         exp_avg, exp_avg_sq = state["exp_avg"], state["exp_avg_sq"]
-        exp_avg.lerp_(sub, 1.0 - beta1)
-        exp_avg_sq.mul_(beta2).addcmul_(sub, sub, value=1.0 - beta2)
+        update_moments_(exp_avg, exp_avg_sq, sub, beta1, beta2)
         scaled_lr = lr * group["proj_params_lr_scale"]
         denom = (exp_avg_sq.sqrt() / bias_correction(beta2, step) ** 0.5).add_(eps)
         update = self._scatter(exp_avg / denom, indices, choice, param)
@@ -246,8 +251,7 @@ class FRUGAL(SteepestOptimizer):
                 param.mul_(1.0 - lr * wd)
             step = increment_step(state["step"])
             exp_avg, exp_avg_sq = state["exp_avg"], state["exp_avg_sq"]
-            exp_avg.lerp_(grad, 1.0 - beta1)
-            exp_avg_sq.mul_(beta2).addcmul_(grad, grad, value=1.0 - beta2)
+            update_moments_(exp_avg, exp_avg_sq, grad, beta1, beta2)
             denom = (exp_avg_sq.sqrt() / bias_correction(beta2, step) ** 0.5).add_(eps)
             param.addcdiv_(exp_avg, denom, value=-lr / bias_correction(beta1, step))
 
@@ -264,9 +268,7 @@ class FRUGAL(SteepestOptimizer):
         steps = increment_steps([s["step"] for s in states])
         exp_avgs = [s["exp_avg"] for s in states]
         exp_avg_sqs = [s["exp_avg_sq"] for s in states]
-        torch._foreach_lerp_(exp_avgs, grads, 1.0 - beta1)
-        torch._foreach_mul_(exp_avg_sqs, beta2)
-        torch._foreach_addcmul_(exp_avg_sqs, grads, grads, value=1.0 - beta2)
+        foreach_update_moments_(exp_avgs, exp_avg_sqs, grads, beta1, beta2)
         denoms = torch._foreach_sqrt(exp_avg_sqs)
         torch._foreach_div_(denoms, [bias_correction(beta2, s) ** 0.5 for s in steps])
         torch._foreach_add_(denoms, eps)

@@ -10,7 +10,14 @@ import torch
 from torch import Tensor
 
 from steepest.optim._base import ParamGroup, SteepestOptimizer
-from steepest.optim._functional import bias_correction, increment_step, increment_steps, trust_ratio
+from steepest.optim._functional import (
+    bias_correction,
+    foreach_update_moments_,
+    increment_step,
+    increment_steps,
+    trust_ratio,
+    update_moments_,
+)
 from steepest.optim._validation import POSITIVE, Boolean, Optional
 
 
@@ -129,8 +136,7 @@ class LAMB(SteepestOptimizer):
         for param, grad, state in zip(params, grads, states, strict=True):
             exp_avg, exp_avg_sq = state["exp_avg"], state["exp_avg_sq"]
             step = increment_step(state["step"])
-            exp_avg.lerp_(grad, 1.0 - beta1)
-            exp_avg_sq.mul_(beta2).addcmul_(grad, grad, value=1.0 - beta2)
+            update_moments_(exp_avg, exp_avg_sq, grad, beta1, beta2)
             scale, eps = self._corrections(group, step)
             ratio = exp_avg / exp_avg_sq.sqrt().add_(eps)  # r = scale * ratio
             if wd != 0.0:
@@ -153,9 +159,7 @@ class LAMB(SteepestOptimizer):
         exp_avgs = [s["exp_avg"] for s in states]
         exp_avg_sqs = [s["exp_avg_sq"] for s in states]
         steps = increment_steps([s["step"] for s in states])
-        torch._foreach_lerp_(exp_avgs, grads, 1.0 - beta1)
-        torch._foreach_mul_(exp_avg_sqs, beta2)
-        torch._foreach_addcmul_(exp_avg_sqs, grads, grads, value=1.0 - beta2)
+        foreach_update_moments_(exp_avgs, exp_avg_sqs, grads, beta1, beta2)
         scales, eps = zip(*(self._corrections(group, s) for s in steps), strict=True)
 
         # One temporary list: sqrt(v) + eps', then q = m / (sqrt(v) + eps') (r = scale * q), then u / scale.

@@ -14,8 +14,10 @@ from steepest.optim._functional import (
     bias_correction,
     decay_weights_,
     foreach_decay_weights_,
+    foreach_update_moments_,
     increment_step,
     increment_steps,
+    update_moments_,
 )
 from steepest.optim._validation import NON_NEGATIVE, OneOf, Rule
 
@@ -196,8 +198,7 @@ class SCALE(SteepestOptimizer):
                 lr1d = group["adam_lr_ratio"] * lr
                 step = increment_step(state["step"])
                 exp_avg, exp_avg_sq = state["exp_avg"], state["exp_avg_sq"]
-                exp_avg.lerp_(grad, 1.0 - beta1)
-                exp_avg_sq.mul_(beta2).addcmul_(grad, grad, value=1.0 - beta2)
+                update_moments_(exp_avg, exp_avg_sq, grad, beta1, beta2)
                 step_size = lr1d * bias_correction(beta2, step) ** 0.5 / bias_correction(beta1, step)
                 denom = exp_avg_sq.sqrt().add_(group["eps"])
                 decay_weights_(param, lr1d, wd)
@@ -224,9 +225,7 @@ class SCALE(SteepestOptimizer):
             exp_avgs = [states[i]["exp_avg"] for i in vec]
             exp_avg_sqs = [states[i]["exp_avg_sq"] for i in vec]
             steps = increment_steps([states[i]["step"] for i in vec])
-            torch._foreach_lerp_(exp_avgs, v_grads, 1.0 - beta1)
-            torch._foreach_mul_(exp_avg_sqs, beta2)
-            torch._foreach_addcmul_(exp_avg_sqs, v_grads, v_grads, value=1.0 - beta2)
+            foreach_update_moments_(exp_avgs, exp_avg_sqs, v_grads, beta1, beta2)
             step_sizes = [-lr1d * bias_correction(beta2, s) ** 0.5 / bias_correction(beta1, s) for s in steps]
             denoms = torch._foreach_sqrt(exp_avg_sqs)
             torch._foreach_add_(denoms, group["eps"])
