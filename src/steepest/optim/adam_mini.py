@@ -14,7 +14,13 @@ import torch
 from torch import Tensor
 
 from steepest.optim._base import SCALAR_DTYPE, Capabilities, ParamGroup, StateSpec, SteepestOptimizer
-from steepest.optim._functional import bias_correction, increment_step, increment_steps
+from steepest.optim._functional import (
+    bias_correction,
+    decay_weights_,
+    foreach_decay_weights_,
+    increment_step,
+    increment_steps,
+)
 from steepest.optim._validation import Integer, Optional, check_hyperparameters
 
 #: The four partition rules, in the words of :meth:`AdamMini.partition_report`.
@@ -362,8 +368,8 @@ class AdamMini(SteepestOptimizer):
                 rows = grad.reshape(block.blocks, block.block_numel)
                 mean_square = rows.square().sum(dim=1) / max(block.block_numel, 1)
                 exp_avg_sq.mul_(beta2).add_(mean_square.view(block.v_shape), alpha=1.0 - beta2)
-            if block.decay and wd != 0.0:
-                param.mul_(1.0 - lr * wd)
+            if block.decay:
+                decay_weights_(param, lr, wd)
             exp_avg.lerp_(grad, 1.0 - beta1)
             denom = (exp_avg_sq.sqrt() / math.sqrt(bias_correction(beta2, step))).add_(eps)
             if block.rule != RULE_FULL:  # broadcast each block's value over its entries
@@ -401,8 +407,8 @@ class AdamMini(SteepestOptimizer):
             torch._foreach_mul_(v_blocked, beta2)
             torch._foreach_add_(v_blocked, mean_squares, alpha=1.0 - beta2)
         decayed = [params[i] for i, b in enumerate(blocks) if b.decay]
-        if wd != 0.0 and decayed:
-            torch._foreach_mul_(decayed, 1.0 - lr * wd)
+        if decayed:
+            foreach_decay_weights_(decayed, lr, wd)
         torch._foreach_lerp_(exp_avgs, grads, 1.0 - beta1)
         order = full + blocked
         denoms = torch._foreach_sqrt([exp_avg_sqs[i] for i in order])

@@ -10,7 +10,14 @@ import torch
 from torch import Tensor
 
 from steepest.optim._base import Capabilities, ParamGroup, SteepestOptimizer
-from steepest.optim._functional import bias_correction, global_norm, increment_step, increment_steps
+from steepest.optim._functional import (
+    bias_correction,
+    decay_weights_,
+    foreach_decay_weights_,
+    global_norm,
+    increment_step,
+    increment_steps,
+)
 from steepest.optim._validation import NON_NEGATIVE, UNIT_OPEN, Boolean, Tuple
 
 
@@ -172,8 +179,8 @@ class Adan(SteepestOptimizer):
             # sqrt(n / b3) + eps = (sqrt(n) + eps sqrt(b3)) / sqrt(b3): fold sqrt(b3) into the steps
             sqrt_bc3 = math.sqrt(bias_correction(beta3, step))
             denom = exp_avg_sq.sqrt().add_(eps * sqrt_bc3)
-            if wd != 0.0 and no_prox:
-                param.mul_(1.0 - lr * wd)
+            if no_prox:
+                decay_weights_(param, lr, wd)
             param.addcdiv_(exp_avg, denom, value=-lr * sqrt_bc3 / bias_correction(beta1, step))
             param.addcdiv_(exp_avg_diff, denom, value=-lr * beta2 * sqrt_bc3 / bias_correction(beta2, step))
             if wd != 0.0 and not no_prox:
@@ -207,8 +214,8 @@ class Adan(SteepestOptimizer):
         torch._foreach_copy_(denoms, exp_avg_sqs)
         torch._foreach_sqrt_(denoms)
         torch._foreach_add_(denoms, [eps * c for c in sqrt_bc3])
-        if wd != 0.0 and no_prox:
-            torch._foreach_mul_(params, 1.0 - lr * wd)
+        if no_prox:
+            foreach_decay_weights_(params, lr, wd)
         step_sizes = [-lr * c / bias_correction(beta1, s) for c, s in zip(sqrt_bc3, steps, strict=True)]
         diff_sizes = [-lr * beta2 * c / bias_correction(beta2, s) for c, s in zip(sqrt_bc3, steps, strict=True)]
         torch._foreach_addcdiv_(params, exp_avgs, denoms, step_sizes)

@@ -12,6 +12,8 @@ from torch import Tensor
 from steepest.optim._base import SCALAR_DTYPE, Capabilities, ParamGroup, StateSpec, SteepestOptimizer
 from steepest.optim._functional import (
     bias_correction,
+    decay_weights_,
+    foreach_decay_weights_,
     foreach_update_moments_,
     increment_step,
     increment_steps,
@@ -247,8 +249,7 @@ class FRUGAL(SteepestOptimizer):
             return
         lr, (beta1, beta2), eps, wd = group["lr"], group["betas"], group["eps"], group["weight_decay"]
         for param, grad, state in zip(params, grads, states, strict=True):
-            if wd != 0.0:
-                param.mul_(1.0 - lr * wd)
+            decay_weights_(param, lr, wd)
             step = increment_step(state["step"])
             exp_avg, exp_avg_sq = state["exp_avg"], state["exp_avg_sq"]
             update_moments_(exp_avg, exp_avg_sq, grad, beta1, beta2)
@@ -263,8 +264,7 @@ class FRUGAL(SteepestOptimizer):
             self._single_tensor_update(group, params, grads, states)
             return
         lr, (beta1, beta2), eps, wd = group["lr"], group["betas"], group["eps"], group["weight_decay"]
-        if wd != 0.0:
-            torch._foreach_mul_(params, 1.0 - lr * wd)
+        foreach_decay_weights_(params, lr, wd)
         steps = increment_steps([s["step"] for s in states])
         exp_avgs = [s["exp_avg"] for s in states]
         exp_avg_sqs = [s["exp_avg_sq"] for s in states]
