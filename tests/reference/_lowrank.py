@@ -12,6 +12,7 @@ import copy
 from collections.abc import Callable
 from typing import Any
 
+import pytest
 import torch
 from torch import nn
 
@@ -30,6 +31,13 @@ class TinyBlock(nn.Module):
         h = h + self.mlp["down"](torch.relu(self.mlp["up"](h)))
         return self.head(h)
 
+
+#: AdamW settings every low-rank oracle comparison runs under.
+ADAMW_SETTINGS = [
+    pytest.param({"lr": 1e-2}, id="lr"),
+    pytest.param({"lr": 1e-2, "weight_decay": 0.1, "betas": (0.8, 0.99), "eps": 1e-8}, id="wd"),
+    pytest.param({"lr": 3e-3, "correct_bias": False}, id="no-bias-correction"),
+]
 
 def make_model(dtype: torch.dtype = torch.float32, seed: int = 0) -> TinyBlock:
     """The model with deterministic weights."""

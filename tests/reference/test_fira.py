@@ -21,7 +21,7 @@ import torch
 from fira import FiraAdamW as OfficialFira
 
 import steepest
-from tests.reference._lowrank import batch, compare, make_model, official_groups
+from tests.reference._lowrank import ADAMW_SETTINGS, batch, compare, make_model, official_groups
 
 RTOL, ATOL = 1e-5, 1e-7
 
@@ -37,14 +37,7 @@ RTOL, ATOL = 1e-5, 1e-7
         pytest.param({"proj_type": "right", "scale": 0.0625}, id="right"),
     ],
 )
-@pytest.mark.parametrize(
-    "hyper",
-    [
-        pytest.param({"lr": 1e-2}, id="lr"),
-        pytest.param({"lr": 1e-2, "weight_decay": 0.1, "betas": (0.8, 0.99), "eps": 1e-8}, id="wd"),
-        pytest.param({"lr": 3e-3, "correct_bias": False}, id="no-bias-correction"),
-    ],
-)
+@pytest.mark.parametrize("hyper", ADAMW_SETTINGS)
 def test_fira_matches_official(options: dict[str, Any], hyper: dict[str, Any], foreach: bool) -> None:
     rank, gap = 3, 5
     compare(

@@ -25,7 +25,7 @@ from galore_torch import GaLoreAdamW as OfficialGaLoreAdamW
 import steepest
 from steepest.optim._base import ParamGroup
 from steepest.optim._projectors import RIGHT_KEY, LowRankProjector
-from tests.reference._lowrank import compare, official_groups
+from tests.reference._lowrank import ADAMW_SETTINGS, compare, official_groups
 
 RTOL, ATOL = 1e-5, 1e-7
 
@@ -41,14 +41,7 @@ RTOL, ATOL = 1e-5, 1e-7
         pytest.param({"proj_type": "full"}, id="full"),
     ],
 )
-@pytest.mark.parametrize(
-    "hyper",
-    [
-        pytest.param({"lr": 1e-2}, id="lr"),
-        pytest.param({"lr": 1e-2, "weight_decay": 0.1, "betas": (0.8, 0.99), "eps": 1e-8}, id="wd"),
-        pytest.param({"lr": 3e-3, "correct_bias": False}, id="no-bias-correction"),
-    ],
-)
+@pytest.mark.parametrize("hyper", ADAMW_SETTINGS)
 def test_galore_matches_official(options: dict[str, Any], hyper: dict[str, Any], foreach: bool) -> None:
     rank, gap = 3, 5
     compare(
