@@ -30,7 +30,7 @@ import torch
 from torch import Tensor, nn
 from torch.optim import Optimizer
 
-from steepest.optim import create_optimizer, optimizer_info, state_bytes
+from steepest.optim import create_optimizer, optimizer_info, optimizer_params, state_bytes
 
 #: The optimizer every demo run is compared with.
 BASELINE = "adamw"
@@ -188,8 +188,8 @@ def _train(
     from tqdm import tqdm
 
     entry = optimizer_info(key)
-    params = model.named_parameters() if optimizer_info(key).capabilities.needs_named_parameters else model.parameters()
-    optimizer = create_optimizer(key, params, **hyperparameters)
+    params, extra = optimizer_params(key, model)
+    optimizer = create_optimizer(key, params, **{**extra, **hyperparameters})
     needs_closure = entry.capabilities.requires_closure
     create_graph = entry.capabilities.needs_create_graph
     generator = torch.Generator().manual_seed(seed)
@@ -245,8 +245,8 @@ def resolve_hyperparameters(optimizer: str, overrides: Mapping[str, Any] | None 
     """
     hyperparameters = {**optimizer_info(optimizer).suggested, **(overrides or {})}
     model = make_model(0)
-    named = optimizer_info(optimizer).capabilities.needs_named_parameters
-    create_optimizer(optimizer, model.named_parameters() if named else model.parameters(), **hyperparameters)
+    params, extra = optimizer_params(optimizer, model)
+    create_optimizer(optimizer, params, **{**extra, **hyperparameters})
     return hyperparameters
 
 

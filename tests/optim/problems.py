@@ -96,13 +96,68 @@ class LogisticRegression:
         return float(self.loss(w, b).detach())
 
 
+def make_closure(
+    params: list[Tensor],
+    loss_fn: Callable[[], Tensor],
+    *,
+    sign: float = 1.0,
+    drop: tuple[int, ...] = (),
+    create_graph: bool = False,
+) -> Callable[[], Tensor]:
+    """A closure following the library's contract (see :class:`steepest.Capabilities`).
+
+    It zeroes the gradients, computes ``sign * loss_fn()``, back-propagates only when grad mode is
+    on, then sets the gradients of ``params[i]`` for ``i`` in ``drop`` to None (a parameter that
+    took no part in this step), and returns the detached loss.
+    """
+
+    def closure() -> Tensor:
+        for p in params:
+            p.grad = None
+        loss = sign * loss_fn()
+        if torch.is_grad_enabled():
+            loss.backward(create_graph=create_graph)
+            for i in drop:
+                params[i].grad = None
+        return loss.detach()
+
+    return closure
+
+
+def take_step(
+    opt: torch.optim.Optimizer,
+    params: list[Tensor],
+    loss_fn: Callable[[], Tensor],
+    *,
+    sign: float = 1.0,
+    drop: tuple[int, ...] = (),
+) -> Tensor:
+    """One step of ``opt`` on ``loss_fn``, driven as its capabilities ask.
+
+    Closure optimizers get the closure; the others get gradients computed here first (with
+    ``create_graph`` when the optimizer needs Hessian-vector products).
+    """
+    caps = opt.capabilities  # type: ignore[attr-defined]
+    closure = make_closure(params, loss_fn, sign=sign, drop=drop, create_graph=caps.needs_create_graph)
+    if caps.requires_closure or caps.gradient_free:
+        return opt.step(closure)
+    with torch.enable_grad():
+        loss = closure()
+    opt.step()
+    return loss
+
+
 def run_steps(
-    opt: torch.optim.Optimizer, params: list[Tensor], backward: Callable[[], object], steps: int
+    opt: torch.optim.Optimizer,
+    params: list[Tensor],
+    loss_fn: Callable[[], Tensor],
+    steps: int,
+    *,
+    sign: float = 1.0,
 ) -> list[list[Tensor]]:
-    """Take ``steps`` steps; return a snapshot of the parameters after each."""
+    """Take ``steps`` steps with :func:`take_step`; return a snapshot of the parameters after each."""
     trajectory = []
     for _ in range(steps):
-        backward()
-        opt.step()
+        take_step(opt, params, loss_fn, sign=sign)
         trajectory.append([p.detach().clone() for p in params])
     return trajectory

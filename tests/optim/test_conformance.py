@@ -17,7 +17,15 @@ import torch
 import steepest
 from steepest.optim._registry import REGISTRY
 from tests.optim.optim_db import DB, OptimSpec, build
-from tests.optim.problems import LogisticRegression, Quadratic, SumOfQuadratics, make_params, run_steps
+from tests.optim.problems import (
+    LogisticRegression,
+    Quadratic,
+    SumOfQuadratics,
+    make_closure,
+    make_params,
+    run_steps,
+    take_step,
+)
 
 KEYS = sorted(REGISTRY)
 
@@ -80,9 +88,11 @@ def test_first_step_descends(key: str, variant: int, maximize: bool) -> None:
     kwargs = {k: v for k, v in kwargs.items() if v is not None}
     opt = _build(key, params, **kwargs)
     before = [p.detach().clone() for p in params]
-    problem.backward(params, sign=-1.0 if maximize else 1.0)
+    sign = -1.0 if maximize else 1.0
+    with torch.enable_grad():
+        make_closure(params, lambda: problem.loss(params), sign=sign)()
     grads = [p.grad.clone() for p in params]
-    opt.step()
+    take_step(opt, params, lambda: problem.loss(params), sign=sign)
     inner = sum(((p.detach() - b) * g).sum() for p, b, g in zip(params, before, grads, strict=True))
     assert float(inner) > 0 if maximize else float(inner) < 0
 
@@ -96,10 +106,7 @@ def test_converges_on_quadratic(key: str) -> None:
     sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, T_max=spec.steps)
     initial = float(problem.loss(x.detach()))
     for _ in range(spec.steps):
-        opt.zero_grad()
-        with torch.enable_grad():
-            problem.loss(x).backward()
-        opt.step()
+        take_step(opt, [x], lambda: problem.loss(x))
         sched.step()
     final = float(problem.loss(x.detach()))
     assert math.isfinite(final)
@@ -117,10 +124,7 @@ def test_converges_on_logistic_regression(key: str) -> None:
     sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, T_max=spec.steps)
     initial = float(problem.loss(w.detach(), b.detach()))
     for _ in range(spec.steps):
-        opt.zero_grad()
-        with torch.enable_grad():
-            problem.loss(w, b).backward()
-        opt.step()
+        take_step(opt, [w, b], lambda: problem.loss(w, b))
         sched.step()
     gap = float(problem.loss(w.detach(), b.detach())) - optimum
     assert gap <= 2e-2 * (initial - optimum), f"{key}: gap {gap:.3g} from {initial - optimum:.3g}"
@@ -133,7 +137,7 @@ def test_state_dict_round_trip_continues_bitwise(key: str, variant: int, via: st
     kwargs = _spec(key).variants[variant]
     params = make_params()
     opt = _build(key, params, **kwargs)
-    run_steps(opt, params, lambda: problem.backward(params), 4)
+    run_steps(opt, params, lambda: problem.loss(params), 4)
 
     saved_params = [p.detach().clone() for p in params]
     state = opt.state_dict()
@@ -145,12 +149,12 @@ def test_state_dict_round_trip_continues_bitwise(key: str, variant: int, via: st
         buffer.seek(0)
         state = torch.load(buffer, weights_only=True)
 
-    expected = run_steps(opt, params, lambda: problem.backward(params), 4)
+    expected = run_steps(opt, params, lambda: problem.loss(params), 4)
 
     resumed_params = [torch.nn.Parameter(p.clone()) for p in saved_params]
     resumed = _build(key, resumed_params, **kwargs)
     resumed.load_state_dict(state)
-    actual = run_steps(resumed, resumed_params, lambda: problem.backward(resumed_params), 4)
+    actual = run_steps(resumed, resumed_params, lambda: problem.loss(resumed_params), 4)
     for step_expected, step_actual in zip(expected, actual, strict=True):
         for e, a in zip(step_expected, step_actual, strict=True):
             assert torch.equal(e, a)
@@ -166,10 +170,8 @@ def test_foreach_matches_per_tensor(key: str, variant: int) -> None:
         opt = _build(key, params, **kwargs, foreach=foreach)
         trajectory = []
         for step in range(6):
-            problem.backward(params)
-            if step == 2:
-                params[0].grad = None  # a None grad in the middle of the run
-            opt.step()
+            # A parameter without a gradient in the middle of the run.
+            _step_without(opt, params, problem, (0,) if step == 2 else ())
             trajectory.append([p.detach().clone() for p in params])
         trajectories.append(trajectory)
     for single, multi in zip(*trajectories, strict=True):
@@ -185,7 +187,7 @@ def test_lr_zero_group_does_not_move(key: str) -> None:
     opt = _build(key, [{"params": params[:2], "lr": 0.0}, {"params": params[2:]}], **kwargs)
     frozen = [p.detach().clone() for p in params[:2]]
     moving = [p.detach().clone() for p in params[2:]]
-    run_steps(opt, params, lambda: problem.backward(params), 3)
+    run_steps(opt, params, lambda: problem.loss(params), 3)
     if not _spec(key).moves_with_lr_zero:
         for p, f in zip(params[:2], frozen, strict=True):
             assert torch.equal(p.detach(), f)
@@ -199,13 +201,11 @@ def test_lr_scheduler_drives_the_step(key: str) -> None:
     opt = _build(key, params, **_spec(key).variants[0])
     scheduler = torch.optim.lr_scheduler.LambdaLR(opt, lambda epoch: 1.0 if epoch < 3 else 0.0)
     for _ in range(3):
-        problem.backward(params)
-        opt.step()
+        take_step(opt, params, lambda: problem.loss(params))
         scheduler.step()
     assert opt.param_groups[0]["lr"] == 0.0
     frozen = [p.detach().clone() for p in params]
-    problem.backward(params)
-    opt.step()
+    take_step(opt, params, lambda: problem.loss(params))
     for p, f in zip(params, frozen, strict=True):
         assert torch.equal(p.detach(), f)
 
@@ -216,18 +216,13 @@ def test_none_grad_leaves_param_and_state_untouched(key: str, variant: int, fore
     problem = SumOfQuadratics()
     params = make_params()
     opt = _build(key, params, **_spec(key).variants[variant], foreach=foreach)
-    problem.backward(params)
-    params[1].grad = None
-    opt.step()
+    _step_without(opt, params, problem, (1,))
     assert not opt.state[params[1]], "no state for a parameter that never had a gradient"
 
-    problem.backward(params)
-    opt.step()
+    _step_without(opt, params, problem, ())
     before_param = params[0].detach().clone()
     before_state = {k: v.clone() for k, v in opt.state[params[0]].items()}
-    problem.backward(params)
-    params[0].grad = None
-    opt.step()
+    _step_without(opt, params, problem, (0,))
     assert torch.equal(params[0].detach(), before_param)
     for k, v in before_state.items():
         assert torch.equal(opt.state[params[0]][k], v), k
@@ -240,7 +235,7 @@ def test_dtypes(key: str, dtype: torch.dtype) -> None:
     params = make_params(dtype)
     opt = _build(key, params, **_spec(key).variants[0])
     initial = float(problem.loss(params).detach())
-    run_steps(opt, params, lambda: problem.backward(params), 10)
+    run_steps(opt, params, lambda: problem.loss(params), 10)
     assert all(p.dtype == dtype for p in params)
     assert all(torch.isfinite(p).all() for p in params)
     assert float(problem.loss(params).detach()) < initial
@@ -258,15 +253,33 @@ def _state_shapes(opt: torch.optim.Optimizer, p: torch.Tensor, group: dict[str, 
     return opt.state_shapes(p, group)  # type: ignore[attr-defined]
 
 
+def _step_without(
+    opt: torch.optim.Optimizer, params: list[torch.nn.Parameter], problem: SumOfQuadratics, dropped: tuple[int, ...]
+) -> None:
+    """One step in which ``params[i]`` for ``i`` in ``dropped`` take no part.
+
+    For gradient methods their gradient is None; gradient-free methods see them frozen
+    (``requires_grad=False``), the only way a forward-only method can tell.
+    """
+    if opt.capabilities.gradient_free:  # type: ignore[attr-defined]
+        for i in dropped:
+            params[i].requires_grad_(False)
+        take_step(opt, params, lambda: problem.loss(params))
+        for i in dropped:
+            params[i].requires_grad_(True)
+    else:
+        take_step(opt, params, lambda: problem.loss(params), drop=dropped)
+
+
 @pytest.mark.parametrize("key", KEYS)
 def test_deepcopy_continues_identically(key: str) -> None:
     problem = SumOfQuadratics()
     params = make_params()
     opt = _build(key, params, **_spec(key).variants[-1])
-    run_steps(opt, params, lambda: problem.backward(params), 3)
+    run_steps(opt, params, lambda: problem.loss(params), 3)
     params_copy, opt_copy = copy.deepcopy((params, opt))
-    expected = run_steps(opt, params, lambda: problem.backward(params), 3)
-    actual = run_steps(opt_copy, params_copy, lambda: problem.backward(params_copy), 3)
+    expected = run_steps(opt, params, lambda: problem.loss(params), 3)
+    actual = run_steps(opt_copy, params_copy, lambda: problem.loss(params_copy), 3)
     for e_step, a_step in zip(expected, actual, strict=True):
         for e, a in zip(e_step, a_step, strict=True):
             assert torch.equal(e, a)
@@ -277,12 +290,10 @@ def test_state_bytes_match_declared_state(key: str, variant: int) -> None:
     problem = SumOfQuadratics()
     params = make_params(torch.float32)
     opt = _build(key, params, **_spec(key).variants[variant])
-    problem.backward(params)
-    params[3].grad = None
-    opt.step()
+    _step_without(opt, params, problem, (3,))
     expected = 0
-    for p in params:
-        shapes = _state_shapes(opt, p, _group_of(opt, p)) if p.grad is not None else {}
+    for i, p in enumerate(params):
+        shapes = _state_shapes(opt, p, _group_of(opt, p)) if i != 3 else {}
         assert set(opt.state[p]) == set(shapes)
         for shape, dtype in shapes.values():
             expected += math.prod(shape) * torch.empty((), dtype=dtype).element_size()
@@ -306,7 +317,7 @@ def test_mismatched_state_dict_raises_and_keeps_state(key: str) -> None:
     problem = SumOfQuadratics()
     params = make_params()
     opt = _build(key, params, **_spec(key).variants[-1])
-    run_steps(opt, params, lambda: problem.backward(params), 2)
+    run_steps(opt, params, lambda: problem.loss(params), 2)
     good = copy.deepcopy(opt.state_dict())
     before = _state_snapshot(opt)
     before_groups = copy.deepcopy([{k: v for k, v in g.items() if k != "params"} for g in opt.param_groups])
@@ -348,14 +359,24 @@ def test_mismatched_state_dict_raises_and_keeps_state(key: str) -> None:
 def test_sparse_gradients(key: str) -> None:
     params = [torch.nn.Parameter(torch.randn(4, 3, dtype=torch.float64))]
     opt = _build(key, params, **_spec(key).variants[0])
-    params[0].grad = torch.eye(4, 3, dtype=torch.float64).to_sparse()
+    caps = opt.capabilities  # type: ignore[attr-defined]
+    if caps.gradient_free:
+        assert not caps.supports_sparse, "gradient-free optimizers never read .grad: nothing sparse to support"
+        return
+
+    def sparse_closure() -> torch.Tensor:
+        params[0].grad = torch.eye(4, 3, dtype=torch.float64).to_sparse()
+        return (params[0].detach() ** 2).sum()
+
+    sparse_closure()
     before = params[0].detach().clone()
-    if opt.capabilities.supports_sparse:  # type: ignore[attr-defined]
-        opt.step()
+    closure = sparse_closure if caps.requires_closure else None
+    if caps.supports_sparse:
+        opt.step(closure)
         assert not torch.equal(params[0].detach(), before)
     else:
         with pytest.raises(RuntimeError, match="sparse"):
-            opt.step()
+            opt.step(closure)
         assert torch.equal(params[0].detach(), before)
 
 
@@ -369,9 +390,20 @@ def test_nan_gradient_propagates(key: str) -> None:
     params = make_params()
     opt = _build(key, params, **_spec(key).variants[0])
     problem = SumOfQuadratics()
-    problem.backward(params)
-    params[0].grad[0, 0] = float("nan")
-    opt.step()
+    if opt.capabilities.gradient_free:  # type: ignore[attr-defined]
+        # No gradient to poison: a NaN loss must reach the parameters.
+        take_step(opt, params, lambda: problem.loss(params) * float("nan"))
+        assert any(torch.isnan(p).any() for p in params if p.numel())
+        return
+
+    def poison(grad: torch.Tensor) -> torch.Tensor:
+        grad = grad.clone()
+        grad[0, 0] = float("nan")
+        return grad
+
+    handle = params[0].register_hook(poison)
+    take_step(opt, params, lambda: problem.loss(params))
+    handle.remove()
     state_tensors = [v for v in opt.state[params[0]].values() if isinstance(v, torch.Tensor)]
     assert torch.isnan(params[0]).any() or any(torch.isnan(v).any() for v in state_tensors)
     assert all(torch.isfinite(p).all() for p in params[1:]) or REGISTRY[key].capabilities.global_statistic
@@ -384,8 +416,28 @@ def test_maximize_equals_minimizing_the_negation(key: str, variant: int) -> None
     params_min, params_max = make_params(), make_params()
     opt_min = _build(key, params_min, **kwargs)
     opt_max = _build(key, params_max, **kwargs, maximize=True)
-    a = run_steps(opt_min, params_min, lambda: problem.backward(params_min), 4)
-    b = run_steps(opt_max, params_max, lambda: problem.backward(params_max, sign=-1.0), 4)
+    a = run_steps(opt_min, params_min, lambda: problem.loss(params_min), 4)
+    b = run_steps(opt_max, params_max, lambda: problem.loss(params_max), 4, sign=-1.0)
     for sa, sb in zip(a, b, strict=True):
         for x, y in zip(sa, sb, strict=True):
             torch.testing.assert_close(x, y, rtol=1e-12, atol=1e-14)
+
+
+@pytest.mark.parametrize("key", KEYS)
+def test_closure_requirement_is_enforced(key: str) -> None:
+    """Optimizers that need a closure say so clearly; the others accept one and return its loss."""
+    problem = SumOfQuadratics()
+    params = make_params()
+    opt = _build(key, params, **_spec(key).variants[0])
+    caps = opt.capabilities  # type: ignore[attr-defined]
+    before = [p.detach().clone() for p in params]
+    if caps.requires_closure or caps.gradient_free:
+        with torch.enable_grad():
+            make_closure(params, lambda: problem.loss(params))()
+        with pytest.raises(RuntimeError, match="closure"):
+            opt.step()
+        assert all(torch.equal(p.detach(), b) for p, b in zip(params, before, strict=True))
+    else:
+        closure = make_closure(params, lambda: problem.loss(params))
+        loss = opt.step(closure)
+        assert loss is not None and torch.equal(loss, problem.loss(before).detach())

@@ -11,6 +11,7 @@ from steepest.optim._registry import (
     create_optimizer,
     list_optimizers,
     optimizer_info,
+    optimizer_params,
 )
 from steepest.optim.adabelief import AdaBelief
 from steepest.optim.adagrad_norm import AdaGradNorm
@@ -56,6 +57,7 @@ __all__ = [
     "list_optimizers",
     "lowrank_param_groups",
     "optimizer_info",
+    "optimizer_params",
     "scale_param_groups",
     "state_bytes",
 ]

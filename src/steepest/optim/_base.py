@@ -55,6 +55,14 @@ class Capabilities:
             (a norm or a maximum), so groups are not split per parameter.
         needs_named_parameters: the constructor takes ``model.named_parameters()`` (the
             update depends on what each tensor is, e.g. Adam-mini's partition by name).
+        gradient_free: ``step`` never reads ``.grad``; it calls the closure under
+            ``torch.no_grad()`` only (zeroth-order methods: forward passes only).
+
+    The closure contract, one rule for every optimizer: a closure zeroes the gradients,
+    computes the loss, calls ``loss.backward()`` only ``if torch.is_grad_enabled()`` (with
+    ``create_graph=True`` when ``needs_create_graph``), and returns the loss. Optimizers call it
+    under ``torch.enable_grad()`` when they need gradients and under ``torch.no_grad()`` when
+    they need only the loss (line-search trial points, zeroth-order estimates).
     """
 
     requires_closure: bool = False
@@ -64,6 +72,7 @@ class Capabilities:
     elementwise: bool = True
     global_statistic: bool = False
     needs_named_parameters: bool = False
+    gradient_free: bool = False
 
 
 class StateSpecMixin:

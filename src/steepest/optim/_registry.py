@@ -12,10 +12,13 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
+from torch import nn
 from torch.optim import Optimizer
 from torch.optim.optimizer import ParamsT
 
+from steepest.optim import _model_params
 from steepest.optim._base import Capabilities
+from steepest.optim._model_params import ModelParams
 from steepest.optim.adabelief import AdaBelief
 from steepest.optim.adagrad_norm import AdaGradNorm
 from steepest.optim.adam_mini import AdamMini
@@ -98,6 +101,9 @@ class RegistryEntry:
     search_space: Mapping[str, SearchDim] = field(default_factory=dict)
     #: Hyperparameters that train a small MLP well (used by ``steepest demo``); lr at least.
     suggested: Mapping[str, Any] = field(default_factory=dict)
+    #: Builds ``(params, extra kwargs)`` from a model when ``model.parameters()`` is not enough
+    #: (names, projected groups, a last layer); see :func:`optimizer_params`.
+    model_params: ModelParams | None = None
 
     def __post_init__(self) -> None:
         unknown = set(self.families) - set(FAMILIES)
@@ -324,6 +330,7 @@ _ENTRIES: tuple[RegistryEntry, ...] = (
         "p <- p(1 - lr*wd) - lr * m_hat / (sqrt(v_hat_b) + eps); needs named parameters",
         search_space={"lr": log_uniform(1e-4, 1e-1), "weight_decay": log_uniform(1e-5, 1e-1)},
         suggested={"lr": 1e-3},
+        model_params=_model_params.adam_mini_params,
     ),
     RegistryEntry(
         key="galore_adamw",
@@ -347,6 +354,7 @@ _ENTRIES: tuple[RegistryEntry, ...] = (
         # The paper's lr=0.01 with scale=0.25; projection needs groups with a rank
         # (steepest.lowrank_param_groups), plain parameters get AdamW.
         suggested={"lr": 1e-2, "scale": 0.25},
+        model_params=_model_params.lowrank_params,
     ),
     RegistryEntry(
         key="fira",
@@ -366,6 +374,7 @@ _ENTRIES: tuple[RegistryEntry, ...] = (
             "weight_decay": log_uniform(1e-5, 1e-1),
         },
         suggested={"lr": 1e-2, "scale": 0.25},
+        model_params=_model_params.lowrank_params,
     ),
     RegistryEntry(
         key="scale",
@@ -386,6 +395,7 @@ _ENTRIES: tuple[RegistryEntry, ...] = (
         },
         # A small MLP: plain parameters are matrix (no momentum) or vector (AdamW) under role="auto".
         suggested={"lr": 1e-2, "adam_lr_ratio": 1.0},
+        model_params=_model_params.scale_params,
     ),
     RegistryEntry(
         key="frugal",
@@ -407,6 +417,7 @@ _ENTRIES: tuple[RegistryEntry, ...] = (
         },
         # Plain parameters get AdamW; projection needs groups with proj_type='coord'.
         suggested={"lr": 1e-3, "weight_decay": 0.0},
+        model_params=_model_params.frugal_params,
     ),
 )
 
@@ -448,3 +459,27 @@ def create_optimizer(
     if unknown:
         raise TypeError(f"{name}: unknown hyperparameter(s) {unknown}; accepted: {', '.join(known)}")
     return entry.cls(params, **hyperparameters)
+
+
+def optimizer_params(name: str, model: nn.Module, **facts: Any) -> tuple[Any, dict[str, Any]]:
+    """What to give :func:`create_optimizer` for ``model``: ``(params, extra_hyperparameters)``.
+
+    Plain optimizers get ``model.parameters()``; optimizers that need names (Adam-mini), a last
+    layer (SCALE) or projected groups (GaLore, Fira, FRUGAL) get them built from ``model`` and
+    ``facts`` (``dim``, ``n_heads``, ``n_kv_heads``, ``last_layer``, ``rank``, ``targets``, ...;
+    see :mod:`steepest.optim._model_params`).
+
+    Example:
+        >>> import torch, steepest
+        >>> model = torch.nn.Sequential(torch.nn.Linear(8, 8), torch.nn.ReLU(), torch.nn.Linear(8, 2))
+        >>> params, extra = steepest.optimizer_params("galore_adamw", model, rank=2)
+        >>> [len(g["params"]) for g in params], params[1]["rank"], extra
+        ([3, 1], 2, {})
+        >>> opt = steepest.create_optimizer("galore_adamw", params, lr=1e-3, **extra)
+    """
+    entry = _entry(name)
+    if entry.model_params is not None:
+        return entry.model_params(model, facts)
+    if entry.capabilities.needs_named_parameters:
+        return list(model.named_parameters()), {}
+    return model.parameters(), {}
