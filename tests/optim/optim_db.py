@@ -418,5 +418,29 @@ DB: dict[str, OptimSpec] = {
             ),
             prepare=_frugal_groups,
         ),
+        OptimSpec(
+            "blockllm",
+            # Half of the four tensors selected (with and without freezing the rest), probes every
+            # step or two; one variant with everything selected is plain AdamW. Re-selection needs
+            # losses, which the matrix does not feed: tests/optim/test_blockllm.py covers it.
+            variants=(
+                {"lr": 0.01, "sparsity": 0.0, "exclude": ()},
+                {"lr": 0.01, "sparsity": 0.5, "probe_interval": 2, "weight_decay": 0.1, "freeze_unselected": False},
+                {"lr": 0.01, "sparsity": 0.5, "probe_interval": 1, "seed": 3, "betas": (0.8, 0.99), "eps": 1e-6},
+            ),
+            quadratic={"lr": 0.1, "sparsity": 0.0},
+            logistic={"lr": 0.05, "sparsity": 0.0},
+            error_inputs=(
+                *_BETAS_ERRORS,
+                ErrorInput({"sparsity": 1.0}, match="sparsity"),
+                ErrorInput({"update_freq": 0}, match="update_freq"),
+                ErrorInput({"patience": 0}, match="patience"),
+                ErrorInput({"num_probes": -1}, match="num_probes"),
+                ErrorInput({"exclude": "embed"}, match="exclude"),
+                ErrorInput({"freeze_unselected": 1}, match="freeze_unselected"),
+                ErrorInput({"exclude": ("p",)}, match="every parameter is excluded"),
+            ),
+            prepare=lambda ps: [(f"p{i}", p) for i, p in enumerate(ps)],
+        ),
     )
 }

@@ -91,7 +91,7 @@ def test_first_step_descends(key: str, variant: int, maximize: bool) -> None:
     sign = -1.0 if maximize else 1.0
     with torch.enable_grad():
         make_closure(params, lambda: problem.loss(params), sign=sign)()
-    grads = [p.grad.clone() for p in params]
+    grads = [torch.zeros_like(p) if p.grad is None else p.grad.clone() for p in params]  # frozen: no grad
     take_step(opt, params, lambda: problem.loss(params), sign=sign)
     inner = sum(((p.detach() - b) * g).sum() for p, b, g in zip(params, before, grads, strict=True))
     assert float(inner) > 0 if maximize else float(inner) < 0

@@ -18,6 +18,7 @@ from steepest.optim.adagrad_norm import AdaGradNorm
 from steepest.optim.adam_mini import AdamMini
 from steepest.optim.adan import Adan
 from steepest.optim.baselines import SGD, AdamW
+from steepest.optim.blockllm import BlockLLM
 from steepest.optim.diffgrad import DiffGrad
 from steepest.optim.fira import Fira
 from steepest.optim.frugal import FRUGAL
@@ -42,6 +43,7 @@ __all__ = [
     "AdamMini",
     "AdamW",
     "Adan",
+    "BlockLLM",
     "Capabilities",
     "DiffGrad",
     "Fira",

@@ -89,6 +89,14 @@ class StateSpecMixin:
         """The exact state tensors this optimizer keeps for ``param`` in ``group``."""
         raise TypeError(f"{type(self).__name__} must implement state_shapes")
 
+    def saved_state_shapes(self, param: Tensor, group: ParamGroup, entry: Mapping[str, Any]) -> StateSpec:
+        """The state a saved ``entry`` for ``param`` must hold; :meth:`state_shapes` by default.
+
+        Optimizers whose state depends on a selection (BlockLLM's active tensors) override this so
+        that a checkpoint is checked against the selection it was saved with.
+        """
+        return self.state_shapes(param, group)
+
     def _hyperparameter_rules(self) -> Mapping[str, Rule]:
         return {}
 
@@ -106,7 +114,7 @@ class StateSpecMixin:
             if saved_id not in saved_state or not saved_state[saved_id]:
                 continue
             entry = self.state[param]
-            for key, (_, dtype) in self.state_shapes(param, group).items():
+            for key, (_, dtype) in self.saved_state_shapes(param, group, saved_state[saved_id]).items():
                 if entry[key].dtype != dtype:
                     entry[key] = saved_state[saved_id][key].to(device=param.device, dtype=dtype, copy=True)
 
@@ -147,7 +155,7 @@ class StateSpecMixin:
             if not entry:
                 continue
             param, group = id_to_param[saved_id]
-            expected = self.state_shapes(param, group)
+            expected = self.saved_state_shapes(param, group, entry)
             missing, extra = set(expected) - set(entry), set(entry) - set(expected)
             if missing or extra:
                 raise ValueError(

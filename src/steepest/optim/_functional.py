@@ -59,6 +59,49 @@ def foreach_decay_weights_(params: list[Tensor], lr: float, weight_decay: float)
         torch._foreach_mul_(params, 1.0 - lr * weight_decay)
 
 
+def adamw_step_(
+    param: Tensor,
+    grad: Tensor,
+    state: dict[str, Tensor],
+    lr: float,
+    betas: tuple[float, float],
+    eps: float,
+    weight_decay: float,
+) -> None:
+    """One AdamW step on ``param`` with ``state`` holding ``exp_avg``, ``exp_avg_sq``, ``step``.
+
+    Decoupled decay first, eps added to the bias-corrected root (torch's AdamW form).
+    """
+    beta1, beta2 = betas
+    decay_weights_(param, lr, weight_decay)
+    step = increment_step(state["step"])
+    update_moments_(state["exp_avg"], state["exp_avg_sq"], grad, beta1, beta2)
+    denom = (state["exp_avg_sq"].sqrt() / bias_correction(beta2, step) ** 0.5).add_(eps)
+    param.addcdiv_(state["exp_avg"], denom, value=-lr / bias_correction(beta1, step))
+
+
+def foreach_adamw_step_(
+    params: list[Tensor],
+    grads: list[Tensor],
+    states: Sequence[dict[str, Tensor]],
+    lr: float,
+    betas: tuple[float, float],
+    eps: float,
+    weight_decay: float,
+) -> None:
+    """Foreach form of :func:`adamw_step_` (same arithmetic, one kernel per op over the list)."""
+    beta1, beta2 = betas
+    foreach_decay_weights_(params, lr, weight_decay)
+    steps = increment_steps([s["step"] for s in states])
+    exp_avgs = [s["exp_avg"] for s in states]
+    exp_avg_sqs = [s["exp_avg_sq"] for s in states]
+    foreach_update_moments_(exp_avgs, exp_avg_sqs, grads, beta1, beta2)
+    denoms = torch._foreach_sqrt(exp_avg_sqs)
+    torch._foreach_div_(denoms, [bias_correction(beta2, s) ** 0.5 for s in steps])
+    torch._foreach_add_(denoms, eps)
+    torch._foreach_addcdiv_(params, exp_avgs, denoms, [-lr / bias_correction(beta1, s) for s in steps])
+
+
 def trust_ratio(weight_norm: Tensor, update_norm: Tensor, numerator_scale: float = 1.0) -> Tensor:
     """``scale * ||w|| / ||u||``, or 1 where either norm is zero (layer-wise adaptation).
 

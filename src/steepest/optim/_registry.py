@@ -24,6 +24,7 @@ from steepest.optim.adagrad_norm import AdaGradNorm
 from steepest.optim.adam_mini import AdamMini
 from steepest.optim.adan import Adan
 from steepest.optim.baselines import SGD, AdamW
+from steepest.optim.blockllm import BlockLLM
 from steepest.optim.diffgrad import DiffGrad
 from steepest.optim.fira import Fira
 from steepest.optim.frugal import FRUGAL
@@ -418,6 +419,26 @@ _ENTRIES: tuple[RegistryEntry, ...] = (
         # Plain parameters get AdamW; projection needs groups with proj_type='coord'.
         suggested={"lr": 1e-3, "weight_decay": 0.0},
         model_params=_model_params.frugal_params,
+    ),
+    RegistryEntry(
+        key="blockllm",
+        cls=BlockLLM,
+        families=("memory",),
+        paper=Paper(
+            "BlockLLM: Memory-Efficient Adaptation of LLMs by Selecting and Optimizing the Right Coordinate Blocks",
+            "Ramesh, Ganapathiraman, Laradji, Schmidt",
+            2024,
+            "2406.17296",
+        ),
+        update_rule="AdamW on the selected tensors S only (state only for S); every update_freq steps, if the "
+        "loss is rising, S <- top tensors by ||g_l|| / exp(f_l / t) within (1-sparsity) of the parameters",
+        search_space={
+            "lr": log_uniform(1e-4, 1e-1),
+            "sparsity": choice(0.5, 0.75, 0.9),
+            "update_freq": choice(50, 200, 1000),
+        },
+        # A small model: half the tensors at a time, re-selection checked every 100 steps.
+        suggested={"lr": 3e-3, "sparsity": 0.5, "update_freq": 100, "patience": 20, "exclude": ()},
     ),
 )
 

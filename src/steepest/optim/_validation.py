@@ -152,6 +152,20 @@ class Tuple(Rule):
         return f"{self.length} values, each {self.item.describe()}"
 
 
+@dataclass(frozen=True)
+class Strings(Rule):
+    """A tuple or list of strings, of any length (name patterns)."""
+
+    def check(self, owner: str, name: str, value: Any) -> None:
+        """Raise ``ValueError`` unless ``value`` is a tuple/list of ``str``."""
+        if not isinstance(value, tuple | list) or not all(isinstance(v, str) for v in value):
+            self._fail(owner, name, value)
+
+    def describe(self) -> str:
+        """A sequence of strings."""
+        return "a tuple of strings"
+
+
 NON_NEGATIVE = Interval(0.0)
 POSITIVE = Interval(0.0, low_open=True)
 UNIT_OPEN = Interval(0.0, 1.0, high_open=True)  # decay rates: [0, 1)

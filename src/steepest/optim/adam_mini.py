@@ -21,6 +21,7 @@ from steepest.optim._functional import (
     increment_step,
     increment_steps,
 )
+from steepest.optim._names import split_named_params
 from steepest.optim._validation import Integer, Optional, check_hyperparameters
 
 #: The four partition rules, in the words of :meth:`AdamMini.partition_report`.
@@ -264,18 +265,7 @@ class AdamMini(SteepestOptimizer):
         """Add a group of ``(name, parameter)`` pairs; names are checked and partitioned first."""
         name = type(self).__name__
         check_hyperparameters(name, self._rules(), {k: v for k, v in param_group.items() if k != "params"})
-        params = param_group["params"]
-        params = [params] if isinstance(params, Tensor) else list(params)
-        names = param_group.get("param_names")
-        if all(isinstance(p, tuple) and len(p) == 2 for p in params) and params:
-            names, params = [p[0] for p in params], [p[1] for p in params]
-        if names is None or len(names) != len(params) or any(isinstance(p, tuple) for p in params):
-            raise ValueError(
-                f"{name} needs parameter names: pass model.named_parameters() or param groups whose "
-                "params are (name, parameter) pairs; the partition into blocks is read from the names"
-            )
-        if not all(isinstance(n, str) for n in names):
-            raise ValueError(f"{name}: parameter names must be strings")
+        names, params = split_named_params(name, param_group)
         group = {**self.defaults, **param_group}
         self._check_heads(group)
         unmatched = []

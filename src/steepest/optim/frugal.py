@@ -11,12 +11,10 @@ from torch import Tensor
 
 from steepest.optim._base import SCALAR_DTYPE, Capabilities, ParamGroup, StateSpec, SteepestOptimizer
 from steepest.optim._functional import (
+    adamw_step_,
     bias_correction,
-    decay_weights_,
-    foreach_decay_weights_,
-    foreach_update_moments_,
+    foreach_adamw_step_,
     increment_step,
-    increment_steps,
     update_moments_,
 )
 from steepest.optim._validation import NON_NEGATIVE, Boolean, Integer, Interval, OneOf, Rule
@@ -247,14 +245,8 @@ class FRUGAL(SteepestOptimizer):
             for param, grad, state in zip(params, grads, states, strict=True):
                 self._coord_update(group, param, grad, state)
             return
-        lr, (beta1, beta2), eps, wd = group["lr"], group["betas"], group["eps"], group["weight_decay"]
         for param, grad, state in zip(params, grads, states, strict=True):
-            decay_weights_(param, lr, wd)
-            step = increment_step(state["step"])
-            exp_avg, exp_avg_sq = state["exp_avg"], state["exp_avg_sq"]
-            update_moments_(exp_avg, exp_avg_sq, grad, beta1, beta2)
-            denom = (exp_avg_sq.sqrt() / bias_correction(beta2, step) ** 0.5).add_(eps)
-            param.addcdiv_(exp_avg, denom, value=-lr / bias_correction(beta1, step))
+            adamw_step_(param, grad, state, group["lr"], group["betas"], group["eps"], group["weight_decay"])
 
     def _foreach_update(
         self, group: ParamGroup, params: list[Tensor], grads: list[Tensor], states: list[dict[str, Any]]
@@ -263,13 +255,4 @@ class FRUGAL(SteepestOptimizer):
             # One gather / scatter per matrix: a projection is per tensor by nature.
             self._single_tensor_update(group, params, grads, states)
             return
-        lr, (beta1, beta2), eps, wd = group["lr"], group["betas"], group["eps"], group["weight_decay"]
-        foreach_decay_weights_(params, lr, wd)
-        steps = increment_steps([s["step"] for s in states])
-        exp_avgs = [s["exp_avg"] for s in states]
-        exp_avg_sqs = [s["exp_avg_sq"] for s in states]
-        foreach_update_moments_(exp_avgs, exp_avg_sqs, grads, beta1, beta2)
-        denoms = torch._foreach_sqrt(exp_avg_sqs)
-        torch._foreach_div_(denoms, [bias_correction(beta2, s) ** 0.5 for s in steps])
-        torch._foreach_add_(denoms, eps)
-        torch._foreach_addcdiv_(params, exp_avgs, denoms, [-lr / bias_correction(beta1, s) for s in steps])
+        foreach_adamw_step_(params, grads, states, group["lr"], group["betas"], group["eps"], group["weight_decay"])

@@ -1,0 +1,29 @@
+"""Parameter names for optimizers whose update depends on what each tensor is."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any
+
+from torch import Tensor
+
+
+def split_named_params(owner: str, param_group: Mapping[str, Any]) -> tuple[list[str], list[Any]]:
+    """``(names, params)`` of a group given as ``(name, parameter)`` pairs or with ``param_names``.
+
+    Raises:
+        ValueError: names are missing, not strings, or do not match the parameters one to one.
+    """
+    params = param_group["params"]
+    params = [params] if isinstance(params, Tensor) else list(params)
+    names = param_group.get("param_names")
+    if params and all(isinstance(p, tuple) and len(p) == 2 for p in params):
+        names, params = [p[0] for p in params], [p[1] for p in params]
+    if names is None or len(names) != len(params) or any(isinstance(p, tuple) for p in params):
+        raise ValueError(
+            f"{owner} needs parameter names: pass model.named_parameters() or param groups whose "
+            "params are (name, parameter) pairs"
+        )
+    if not all(isinstance(n, str) for n in names):
+        raise ValueError(f"{owner}: parameter names must be strings")
+    return list(names), params

@@ -1,0 +1,188 @@
+"""BlockLLM behaviour the conformance matrix does not reach: selection, probes, freezing, checkpoints."""
+
+from __future__ import annotations
+
+import copy
+import math
+
+import pytest
+import torch
+from torch import nn
+
+import steepest
+
+
+def _model() -> nn.Module:
+    torch.manual_seed(0)
+    return nn.Sequential(nn.Embedding(10, 8), nn.Linear(8, 16), nn.ReLU(), nn.Linear(16, 8), nn.Linear(8, 10))
+
+
+def _named(model: nn.Module) -> list[tuple[str, nn.Parameter]]:
+    return [(("embed." if n.startswith("0.") else "") + n, p) for n, p in model.named_parameters()]
+
+
+def _loss(model: nn.Module, t: int) -> torch.Tensor:
+    gen = torch.Generator().manual_seed(t)
+    tokens = torch.randint(0, 10, (16,), generator=gen)
+    # The labels drift with t so the loss can rise and trigger re-selection.
+    return nn.functional.cross_entropy(model(tokens), (tokens + t // 5) % 10)
+
+
+def _closure(opt: torch.optim.Optimizer, model: nn.Module, t: int):  # type: ignore[no-untyped-def]
+    def closure() -> torch.Tensor:
+        opt.zero_grad()
+        loss = _loss(model, t)
+        if torch.is_grad_enabled():
+            loss.backward()
+        return loss
+
+    return closure
+
+
+def test_state_and_gradients_only_for_the_selected_block() -> None:
+    model = _model()
+    opt = steepest.BlockLLM(_named(model), sparsity=0.5, num_probes=0)
+    selected = [p for n, p in _named(model) if n in opt.selected_names()]
+    assert selected and all(not n.startswith("embed") for n in opt.selected_names())
+    assert {id(p) for p in model.parameters() if p.requires_grad} == {id(p) for p in selected}
+    opt.step(_closure(opt, model, 0))
+    assert all(p.grad is None for p in model.parameters() if id(p) not in {id(q) for q in selected})
+    expected = sum(2 * p.numel() * 4 + 4 for p in selected)  # two float32 moments and a step each
+    assert steepest.state_bytes(opt) == expected
+    total_adamw = sum(2 * p.numel() * 4 + 4 for p in model.parameters())
+    assert steepest.state_bytes(opt) < 0.6 * total_adamw
+
+
+def test_probes_get_gradients_but_no_update() -> None:
+    model = _model()
+    opt = steepest.BlockLLM(_named(model), sparsity=0.5, num_probes=1, probe_interval=1)
+    opt.step(_closure(opt, model, 0))
+    probe = [(n, p) for n, p in _named(model) if p.requires_grad and n not in opt.selected_names()]
+    assert len(probe) == 1
+    name, param = probe[0]
+    before = param.detach().clone()
+    opt.step(_closure(opt, model, 1))
+    assert torch.equal(param.detach(), before), f"probe {name} moved"
+    assert not opt.state[param]
+    norms = opt.state_dict()["blockllm"]["grad_norms"]
+    assert int((~torch.isnan(norms)).sum()) >= len(opt.selected_names()) + 1
+
+
+def test_without_freezing_every_tensor_gets_a_gradient_and_only_the_selected_move() -> None:
+    model = _model()
+    opt = steepest.BlockLLM(_named(model), sparsity=0.5, freeze_unselected=False, num_probes=0)
+    before = {n: p.detach().clone() for n, p in _named(model)}
+    opt.step(_closure(opt, model, 0))
+    for n, p in _named(model):
+        assert p.grad is not None
+        assert torch.equal(p.detach(), before[n]) != (n in opt.selected_names()), n
+
+
+def test_rising_loss_triggers_reselection_and_resets_state() -> None:
+    model = _model()
+    opt = steepest.BlockLLM(_named(model), sparsity=0.5, update_freq=5, patience=2, num_probes=1, probe_interval=1)
+    selections = [tuple(opt.selected_names())]
+    for t in range(60):
+        opt.step(_closure(opt, model, t))
+        if tuple(opt.selected_names()) != selections[-1]:
+            selections.append(tuple(opt.selected_names()))
+            # A new block starts a new Adam: no state survives the re-selection.
+            assert not any(opt.state[p] for p in model.parameters())
+    assert len(selections) >= 2
+    sd = opt.state_dict()["blockllm"]
+    assert float(sd["visits"].sum()) == pytest.approx(sum(len(s) for s in selections))
+
+
+def test_falling_loss_keeps_the_selection() -> None:
+    model = _model()
+    opt = steepest.BlockLLM(_named(model), sparsity=0.5, update_freq=5, patience=2, num_probes=0)
+    first = opt.selected_names()
+    for _ in range(30):
+        opt.record_loss(1.0 / (1 + opt.state_dict()["blockllm"]["count"].item()))
+        opt.zero_grad()
+        _loss(model, 0).backward()
+        opt.step()
+    assert opt.selected_names() == first
+
+
+def test_state_dict_round_trip_across_reselections_continues_bitwise() -> None:
+    kwargs = {"sparsity": 0.5, "update_freq": 4, "patience": 2, "num_probes": 1, "probe_interval": 3}
+    model = _model()
+    opt = steepest.BlockLLM(_named(model), **kwargs)
+    for t in range(13):
+        opt.step(_closure(opt, model, t))
+    saved_model, saved_opt = copy.deepcopy(model.state_dict()), copy.deepcopy(opt.state_dict())
+    flags = [p.requires_grad for p in model.parameters()]
+    for t in range(13, 40):
+        opt.step(_closure(opt, model, t))
+    expected = [p.detach().clone() for p in model.parameters()]
+
+    resumed = _model()
+    resumed.load_state_dict(saved_model)
+    opt2 = steepest.BlockLLM(_named(resumed), **kwargs)
+    opt2.load_state_dict(saved_opt)
+    assert [p.requires_grad for p in resumed.parameters()] == flags
+    for t in range(13, 40):
+        opt2.step(_closure(opt2, resumed, t))
+    for e, a in zip(expected, resumed.parameters(), strict=True):
+        assert torch.equal(e, a.detach())
+
+
+def test_corrupt_selection_raises_before_touching_anything() -> None:
+    model = _model()
+    opt = steepest.BlockLLM(_named(model), sparsity=0.5, num_probes=0)
+    opt.step(_closure(opt, model, 0))
+    good = copy.deepcopy(opt.state_dict())
+    snapshot = {k: v.clone() for k, v in opt.state_dict()["blockllm"].items()}
+    excluded = copy.deepcopy(good)
+    excluded["blockllm"]["selected"][0] = True  # the embedding
+    flipped = copy.deepcopy(good)
+    flipped["blockllm"]["selected"] = ~flipped["blockllm"]["selected"] & opt._eligible
+    wrong_dtype = copy.deepcopy(good)
+    wrong_dtype["blockllm"]["visits"] = wrong_dtype["blockllm"]["visits"].float()
+    missing = {k: v for k, v in good.items() if k != "blockllm"}
+    for bad, match in (
+        (excluded, "excluded"),
+        (flipped, "not selected"),
+        (wrong_dtype, "visits"),
+        (missing, "blockllm"),
+    ):
+        with pytest.raises(ValueError, match=match):
+            opt.load_state_dict(bad)
+        after = opt.state_dict()["blockllm"]
+        for k, v in snapshot.items():
+            torch.testing.assert_close(after[k], v, rtol=0, atol=0, equal_nan=True, msg=k)
+
+
+def test_no_recorded_loss_warns_once() -> None:
+    model = _model()
+    opt = steepest.BlockLLM(_named(model), sparsity=0.5, update_freq=2, num_probes=0)
+    with pytest.warns(UserWarning, match="record_loss"):
+        for _ in range(4):
+            opt.zero_grad()
+            _loss(model, 0).backward()
+            opt.step()
+
+
+def test_names_are_required_and_selection_settings_are_optimizer_wide() -> None:
+    model = _model()
+    with pytest.raises(ValueError, match="needs parameter names"):
+        steepest.BlockLLM(list(model.parameters()))
+    named = _named(model)
+    with pytest.raises(ValueError, match="optimizer-wide"):
+        steepest.BlockLLM([{"params": named[:2]}, {"params": named[2:], "sparsity": 0.2}])
+
+
+def test_reselection_scores_penalise_frequent_visits() -> None:
+    # Equal gradient norms: the tensor visited less often wins the single slot.
+    a, b = nn.Parameter(torch.ones(4)), nn.Parameter(torch.ones(4))
+    opt = steepest.BlockLLM([("a", a), ("b", b)], sparsity=0.5, update_freq=1, patience=1, num_probes=0,
+                            freeze_unselected=False, exclude=())
+    first = opt.selected_names()
+    assert len(first) == 1
+    for loss in (1.0, 2.0):
+        opt.record_loss(loss)
+        a.grad, b.grad = torch.ones(4), torch.ones(4)
+        opt.step()
+    assert opt.selected_names() != first
+    assert math.isclose(float(opt.state_dict()["blockllm"]["visits"].sum()), 2.0)
