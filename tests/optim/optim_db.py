@@ -101,11 +101,18 @@ def _scale_groups(params: list[torch.nn.Parameter]) -> list[dict[str, Any]]:
 
 
 def _frugal_groups(params: list[torch.nn.Parameter]) -> list[dict[str, Any]]:
-    """FRUGAL: the (5, 4) parameter in a coord-projected group, the rest plain AdamW."""
+    """FRUGAL: (5, 4) projected as the constructor's ``proj_type`` says, (4,) and (3, 2, 2) in a block group.
+
+    The rest (and everything when no shape matches) is a plain AdamW group, so every variant
+    exercises a coordinate, low-rank or plain matrix next to a two-tensor block group.
+    """
     projected = [p for p in params if tuple(p.shape) == (5, 4)]
-    plain = [p for p in params if tuple(p.shape) != (5, 4)]
-    groups: list[dict[str, Any]] = [{"params": projected, "proj_type": "coord"}] if projected else []
-    return groups + ([{"params": plain}] if plain or not groups else [])
+    block = [p for p in params if tuple(p.shape) in ((4,), (3, 2, 2))]
+    plain = [p for p in params if tuple(p.shape) not in ((5, 4), (4,), (3, 2, 2))]
+    groups: list[dict[str, Any]] = [{"params": projected}] if projected else []
+    if block:
+        groups.append({"params": block, "proj_type": "block"})
+    return groups + ([{"params": plain, "proj_type": "none"}] if plain or not groups else [])
 
 
 _LOWRANK_ERRORS = (
@@ -390,13 +397,25 @@ DB: dict[str, OptimSpec] = {
             "frugal",
             # update_gap=2 or 3 redraws inside every short run and across the state_dict save
             # point; each coord_choice and inactive rule is covered, with and without reset.
+            # Every variant names the (5, 4) matrix's projection; the block group's two tensors get one
+            # state-full slot at density 0.5 (none at 0.25: round(0.5) = 0), refreshed inside short runs.
             variants=(
-                {"lr": 0.01},
-                {"lr": 0.01, "update_gap": 2, "density": 0.5, "weight_decay": 0.1},
-                {"lr": 0.01, "update_gap": 2, "coord_choice": "rows", "inactive_update_rule": "sgd"},
-                {"lr": 0.01, "update_gap": 3, "coord_choice": "randk", "reset_statistics": False, "seed": 3},
-                {"lr": 0.01, "update_gap": 2, "inactive_update_rule": "no", "proj_params_lr_scale": 0.5},
-                {"lr": 0.01, "update_gap": 2, "inactive_lr_scale": 0.1, "betas": (0.8, 0.99), "eps": 1e-6},
+                {"lr": 0.01, "proj_type": "coord"},
+                {"lr": 0.01, "proj_type": "coord", "update_gap": 2, "density": 0.5, "weight_decay": 0.1},
+                {"lr": 0.01, "proj_type": "coord", "update_gap": 2, "coord_choice": "rows",
+                 "inactive_update_rule": "sgd"},
+                {"lr": 0.01, "proj_type": "coord", "update_gap": 3, "coord_choice": "randk",
+                 "reset_statistics": False},
+                {"lr": 0.01, "proj_type": "coord", "update_gap": 2, "inactive_update_rule": "no",
+                 "proj_params_lr_scale": 0.5},
+                {"lr": 0.01, "proj_type": "svd", "update_gap": 2, "density": 0.5, "block_order": "ascending"},
+                {"lr": 0.01, "proj_type": "random", "update_gap": 2, "density": 0.5, "reset_statistics": False,
+                 "seed": 3},
+                {"lr": 0.01, "proj_type": "svd", "update_gap": 3, "density": 0.5, "block_order": "descending",
+                 "inactive_update_rule": "sgd", "weight_decay": 0.1},
+                {"lr": 0.01, "proj_type": "coord", "update_gap": 2, "density": 1.0, "block_order": "mirror"},
+                {"lr": 0.01, "proj_type": "coord", "update_gap": 2, "inactive_lr_scale": 0.1, "betas": (0.8, 0.99),
+                 "eps": 1e-6, "density": 0.5},
             ),
             quadratic={"lr": 0.1, "weight_decay": 0.0},
             logistic={"lr": 0.05, "weight_decay": 0.0},
@@ -412,9 +431,9 @@ DB: dict[str, OptimSpec] = {
                 ErrorInput({"proj_params_lr_scale": -1.0}, match="proj_params_lr_scale"),
                 ErrorInput({"coord_choice": "diag"}, match="coord_choice"),
                 ErrorInput({"seed": -1}, match="seed"),
-                ErrorInput({"proj_type": "svd"}, match="proj_type"),
-                # A constructor-wide proj_type also applies to the plain group (1-D parameters).
-                ErrorInput({"proj_type": "coord"}, match="2-D"),
+                ErrorInput({"proj_type": "svd", "density": 1.0}, match="full rank"),
+                ErrorInput({"block_order": "mirror", "density": 0.5}, match="even"),
+                ErrorInput({"block_order": "zigzag"}, match="block_order"),
             ),
             prepare=_frugal_groups,
         ),

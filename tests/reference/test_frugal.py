@@ -9,6 +9,7 @@ same selection (read from our state after each step), the updates must agree.
 
 from __future__ import annotations
 
+import copy
 import math
 
 import pytest
@@ -138,3 +139,142 @@ def test_frugal_state_bytes_are_the_subspace() -> None:
     # w: 4 of 16 columns -> two (8, 4) float32 moments (256 B), 4 int64 indices (32 B), step + count (8 B);
     # b: AdamW, two (8,) moments (64 B) + step (4 B). AdamW on w would keep 1028 B.
     assert steepest.state_bytes(opt) == 256 + 32 + 8 + 64 + 4
+
+
+@pytest.mark.parametrize(
+    ("shape", "kwargs"),
+    [
+        ((6, 4), {"density": 0.5, "update_gap": 3}),
+        ((3, 8), {"density": 0.34, "update_gap": 2, "inactive_update_rule": "sgd", "weight_decay": 0.1}),
+        ((6, 5), {"density": 0.4, "update_gap": 4, "reset_statistics": False, "inactive_lr_scale": 0.1}),
+    ],
+)
+def test_frugal_svd_matches_transcription(shape: tuple[int, int], kwargs: dict) -> None:
+    """The official GaloreAdamW rule: SVD basis of G on the smaller side, Adam on the projection, sign of the rest."""
+    lr, (b1, b2), eps = 0.01, (0.9, 0.999), 1e-8
+    wd, ils = kwargs.get("weight_decay", 0.0), kwargs.get("inactive_lr_scale", 1.0)
+    rule, reset, gap = kwargs.get("inactive_update_rule", "sign_sgd"), kwargs.get("reset_statistics", True), kwargs[
+        "update_gap"
+    ]
+    m_, n_ = shape
+    rank = round(kwargs["density"] * min(shape))
+    gen = torch.Generator().manual_seed(1)
+    w = nn.Parameter(torch.randn(*shape, generator=gen, dtype=torch.float64))
+    ref = w.detach().clone()
+    opt = steepest.FRUGAL([{"params": [w], "proj_type": "svd"}], lr=lr, **{"weight_decay": wd, **kwargs})
+    m = v = basis = None
+    t = 0
+    for step in range(12):
+        g = torch.randn(*shape, generator=gen, dtype=torch.float64)
+        w.grad = g.clone()
+        opt.step()
+        if t % gap == 0 or (not reset and step % gap == 0):
+            u, _, vh = torch.linalg.svd(g, full_matrices=False)
+            basis = vh[:rank] if m_ >= n_ else u[:, :rank]
+            if reset or m is None:
+                m = v = None
+                t = 0
+        assert basis is not None
+
+        def down(x: torch.Tensor, basis: torch.Tensor = basis) -> torch.Tensor:
+            return x @ basis.T if m_ >= n_ else basis.T @ x
+
+        def up(x: torch.Tensor, basis: torch.Tensor = basis) -> torch.Tensor:
+            return x @ basis if m_ >= n_ else basis @ x
+
+        low = down(g)
+        if m is None:
+            m, v = torch.zeros_like(low), torch.zeros_like(low)
+        t += 1
+        ref.mul_(1 - lr * wd)
+        m = b1 * m + (1 - b1) * low
+        v = b2 * v + (1 - b2) * low * low
+        adam = (m / (1 - b1**t)) / (v.sqrt() / math.sqrt(1 - b2**t) + eps)
+        residual = g - up(low)
+        upd = -lr * up(adam)
+        if rule == "sign_sgd":
+            upd = upd - lr * ils * residual.sign()
+        elif rule == "sgd":
+            upd = upd - lr * ils * residual
+        ref.add_(upd)
+        # Singular vectors are unique up to sign; the update is invariant to it.
+        torch.testing.assert_close(w.detach(), ref, rtol=1e-10, atol=1e-12, msg=f"step {step + 1}")
+
+
+@pytest.mark.parametrize("order", ["ascending", "descending", "mirror"])
+def test_frugal_block_matches_transcription(order: str) -> None:
+    """The official BlockAdamW rule with its deterministic block orders, transcribed independently."""
+    lr, (b1, b2), eps, wd, gap, density = 0.02, (0.9, 0.999), 1e-8, 0.05, 3, 0.4
+    sizes = [(3, 2), (4,), (2, 2), (5,), (3,)]
+    count = len(sizes)
+    n_active = round(count * density)  # 2
+    gen = torch.Generator().manual_seed(2)
+    params = [nn.Parameter(torch.randn(*s, generator=gen, dtype=torch.float64)) for s in sizes]
+    refs = [p.detach().clone() for p in params]
+    opt = steepest.FRUGAL(
+        [{"params": params, "proj_type": "block"}], lr=lr, weight_decay=wd, update_gap=gap, density=density,
+        block_order=order,
+    )
+    moments: dict[int, list[torch.Tensor]] = {}
+    adam_steps: dict[int, int] = {}
+    start = {"ascending": 0, "descending": count - 1, "mirror": 0}[order]
+    active: set[int] = set()
+    for step in range(13):
+        grads = [torch.randn(*s, generator=gen, dtype=torch.float64) for s in sizes]
+        for p, g in zip(params, grads, strict=True):
+            p.grad = g.clone()
+        opt.step()
+        if step % gap == 0:
+            if order == "ascending":
+                active = {(start + j) % count for j in range(n_active)}
+                start = (start + n_active) % count
+            elif order == "descending":
+                active = {(start - j) % count for j in range(n_active)}
+                start = (start - n_active) % count
+            else:
+                half = count // 2
+                picked = [(start + j) % half for j in range(n_active // 2)]
+                active = set(picked) | {count - 1 - i for i in picked}
+                start = (start + n_active // 2) % half
+            moments = {i: [torch.zeros(sizes[i], dtype=torch.float64)] * 2 for i in active}
+            adam_steps = dict.fromkeys(active, 0)
+        for i, (ref, g) in enumerate(zip(refs, grads, strict=True)):
+            ref.mul_(1 - lr * wd)
+            if i in active:
+                adam_steps[i] += 1
+                k = adam_steps[i]
+                m, v = moments[i]
+                m = b1 * m + (1 - b1) * g
+                v = b2 * v + (1 - b2) * g * g
+                moments[i] = [m, v]
+                ref.add_(-lr * (m / (1 - b1**k)) / (v.sqrt() / math.sqrt(1 - b2**k) + eps))
+            else:
+                ref.add_(-lr * g.sign())
+        for i, (p, ref) in enumerate(zip(params, refs, strict=True)):
+            assert ("exp_avg" in opt.state[p]) == (i in active), f"step {step + 1}, tensor {i}"
+            torch.testing.assert_close(p.detach(), ref, rtol=1e-12, atol=1e-13, msg=f"step {step + 1}, tensor {i}")
+
+
+def test_frugal_block_state_is_only_for_active_tensors_and_round_trips() -> None:
+    gen = torch.Generator().manual_seed(3)
+    sizes = [(8, 8)] * 4
+    params = [nn.Parameter(torch.randn(*s, generator=gen)) for s in sizes]
+    opt = steepest.FRUGAL([{"params": params, "proj_type": "block"}], update_gap=2, density=0.5, seed=1)
+    for _ in range(3):
+        for p in params:
+            p.grad = torch.randn(p.shape, generator=gen)
+        opt.step()
+    # Two of four tensors state-full: 2 x 64 floats of moments each, plus step and count for all.
+    assert steepest.state_bytes(opt) == 2 * 2 * 64 * 4 + 4 * 2 * 4
+    saved = copy.deepcopy(opt.state_dict())  # torch's state_dict shares the live tensors
+    clone = [nn.Parameter(p.detach().clone()) for p in params]
+    opt2 = steepest.FRUGAL([{"params": clone, "proj_type": "block"}], update_gap=2, density=0.5, seed=1)
+    opt2.load_state_dict(saved)
+    for _ in range(4):
+        grads = [torch.randn(p.shape, generator=gen) for p in params]
+        for p, q, g in zip(params, clone, grads, strict=True):
+            p.grad, q.grad = g.clone(), g.clone()
+        opt.step()
+        opt2.step()
+    for p, q in zip(params, clone, strict=True):
+        assert torch.equal(p, q)

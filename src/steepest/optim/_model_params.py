@@ -89,12 +89,13 @@ def lowrank_params(model: nn.Module, facts: Mapping[str, Any]) -> tuple[Any, dic
 def frugal_params(model: nn.Module, facts: Mapping[str, Any]) -> tuple[Any, dict[str, Any]]:
     """FRUGAL: linear weights (all but the last layer, or ``targets``) in a projected group, the rest AdamW.
 
-    The projection is ``facts["proj_type"]`` (default ``"coord"``).
+    The projection is ``facts["proj_type"]`` (``"coord"``, the default, ``"svd"``, ``"random"`` or
+    ``"block"``); the plain group is pinned to ``proj_type="none"``.
     """
     projected = [m.weight for m in _projection_targets(model, facts)]
     ids = {id(p) for p in projected}
     plain = [p for p in model.parameters() if id(p) not in ids]
-    groups: list[dict[str, Any]] = [{"params": plain}] if plain else []
+    groups: list[dict[str, Any]] = [{"params": plain, "proj_type": "none"}] if plain else []
     if projected:
         groups.append({"params": projected, "proj_type": facts.get("proj_type", "coord")})
     return groups, {}

@@ -170,6 +170,10 @@ class LowRankProjector:
         """:math:`R`, after refreshing the basis if ``step`` (steps taken before) calls for it."""
         if self.needs_refresh(step):
             self.refresh_(grad, state, step)
+        return self.apply(grad, state)
+
+    def apply(self, grad: Tensor, state: Mapping[str, Tensor]) -> Tensor:
+        """:math:`R` on the basis in ``state``, as it is (no refresh)."""
         left, right = LEFT_KEY in state, RIGHT_KEY in state
         # P^T is made row-major: the layout the official code's SVD output gives it, so the
         # matmul rounds identically (it costs a copy of r x n entries, small next to G P^T).

@@ -409,8 +409,9 @@ _ENTRIES: tuple[RegistryEntry, ...] = (
             "2411.07837",
             "ICML",
         ),
-        update_rule="proj_type='coord' groups: every update_gap steps draw density*n columns/rows/entries S; "
-        "p <- p(1 - lr*wd) - lr*scatter(Adam(G_S)) - lr*sign(G - scatter(G_S)); other groups: AdamW",
+        update_rule="projected groups: every update_gap steps choose a state-full subspace S (density*n columns/rows/"
+        "entries, a rank-density SVD or random basis, or density*L whole tensors); "
+        "p <- p(1 - lr*wd) - lr*up(Adam(G_S)) - lr*sign(G - up(G_S)); other groups: AdamW",
         search_space={
             "lr": log_uniform(1e-4, 1e-1),
             "density": choice(0.125, 0.25, 0.5),

@@ -1,4 +1,4 @@
-"""FRUGAL: a state-full AdamW subspace plus a state-free signSGD remainder (coordinate variant)."""
+"""FRUGAL: a state-full AdamW subspace plus a state-free signSGD remainder (coordinate, SVD and block variants)."""
 
 from __future__ import annotations
 
@@ -13,10 +13,12 @@ from steepest.optim._base import SCALAR_DTYPE, Capabilities, ParamGroup, StateSp
 from steepest.optim._functional import (
     adamw_step_,
     bias_correction,
+    decay_weights_,
     foreach_adamw_step_,
     increment_step,
     update_moments_,
 )
+from steepest.optim._projectors import LowRankProjector
 from steepest.optim._validation import NON_NEGATIVE, Boolean, Integer, Interval, OneOf, Rule
 
 
@@ -27,12 +29,54 @@ def _subspace_size(param: Tensor, group: ParamGroup) -> tuple[int, int]:
     return space, int(space * group["density"])
 
 
+#: ``none`` plain AdamW; ``coord`` coordinates; ``svd`` / ``random`` a low-rank subspace; ``block`` whole tensors.
+PROJ_TYPES = ("none", "coord", "svd", "random", "block")
+#: Which tensors of a ``block`` group are state-full after each refresh.
+BLOCK_ORDERS = ("random", "ascending", "descending", "mirror")
+
+
+def _lowrank_rank(shape: tuple[int, ...], density: float) -> int:
+    """FRUGAL's rank: ``round(density * side)`` of the side the 'std' projection reduces (the smaller)."""
+    return max(1, round(density * min(shape)))
+
+
+def _num_active(group: ParamGroup) -> int:
+    return round(len(group["params"]) * group["density"])
+
+
+def active_blocks(group: ParamGroup, refresh: int) -> set[int]:
+    """Positions (in ``group["params"]``) of the state-full tensors after refresh number ``refresh``.
+
+    ``ascending`` walks a window of ``n = round(len * density)`` tensors forward from the first,
+    ``descending`` backward from the last, ``mirror`` takes ``n / 2`` from each end walking inward,
+    ``random`` draws ``n`` from a generator seeded with ``seed`` and ``refresh`` (the official code
+    uses the global RNG). Computed from the refresh number alone, so no shared state is needed.
+    """
+    size, n = len(group["params"]), _num_active(group)
+    order = group["block_order"]
+    if n == 0 or size == 0:
+        return set()
+    if order == "random":
+        gen = torch.Generator().manual_seed((group["seed"] * 1_000_003 + refresh * 7919) % (2**63))
+        return {int(i) for i in torch.randperm(size, generator=gen)[:n]}
+    if order == "ascending":
+        start = refresh * n % size
+        return {(start + j) % size for j in range(n)}
+    if order == "descending":
+        start = (size - 1 - refresh * n) % size
+        return {(start - j) % size for j in range(n)}
+    half = size // 2
+    start = refresh * (n // 2) % half
+    picked = [(start + j) % half for j in range(n // 2)]
+    return set(picked) | {size - 1 - i for i in picked}
+
+
 class FRUGAL(SteepestOptimizer):
-    r"""FRUGAL with random coordinates: AdamW on a subspace, signSGD on the rest.
+    r"""FRUGAL: AdamW on a subspace (coordinates, low-rank, or whole tensors), signSGD on the rest.
 
     Paper: Zmushko, Beznosikov, Takáč, Horváth, "FRUGAL: Memory-Efficient Optimization by
     Reducing State Overhead for Scalable Training", ICML 2025, arXiv:2411.07837; official code
-    read at the author's initial commit c7ebe4c (``CoordAdamW``).
+    read at the author's initial commit c7ebe4c (``CoordAdamW``, ``GaloreAdamW``, ``BlockAdamW``).
 
     Groups with ``proj_type="coord"`` are projected: every ``update_gap`` steps (counted by the
     parameter's ``step``, 0 included) :math:`k = \lfloor\text{density}\cdot n\rfloor` columns,
@@ -50,6 +94,19 @@ class FRUGAL(SteepestOptimizer):
             - \eta'\,\text{inactive\_lr\_scale}\cdot\mathrm{sign}(R)
 
     (``inactive_update_rule="sgd"`` uses :math:`R` instead of its sign, ``"no"`` drops the term).
+
+    ``proj_type="svd"`` (or ``"random"``) is the same rule on a rank-:math:`r` subspace from the
+    shared :class:`~steepest.optim._projectors.LowRankProjector` ('std' side, :math:`r =
+    \mathrm{round}(	ext{density}\cdot\min(m, n))`): :math:`G_S = P^	op G` (or :math:`G P^	op`),
+    scatter is the back-projection, the basis is the top singular vectors of the gradient at each
+    refresh (or a seeded random orthonormal basis), and :math:`R = G - PP^	op G`.
+
+    ``proj_type="block"`` works on whole tensors: at each refresh
+    :math:`\mathrm{round}(	ext{density}\cdot L)` of the group's :math:`L` tensors become
+    state-full (chosen by ``block_order``, see :func:`active_blocks`), with fresh AdamW state at
+    :math:`\eta'`; the others drop their state and step by :math:`-\eta'\,	ext{inactive\_lr\_scale}
+    \cdot\mathrm{sign}(G)`. Every tensor's ``step`` restarts at each refresh (as the official code).
+
     Groups with ``proj_type="none"`` get the same AdamW on the whole tensor at ``lr``.
 
     Randomness: the draw uses a ``torch.Generator`` seeded from ``seed``, the parameter's
@@ -57,13 +114,16 @@ class FRUGAL(SteepestOptimizer):
     in the state, so a ``state_dict`` round trip continues identically.
 
     Differences from the official code: the refresh step is read per parameter (the official
-    code reads the group's first parameter); only the coordinate variant is implemented
-    (``block`` and ``svd`` are not, see the report); draws come from a seeded generator, not
-    torch's global RNG.
+    code reads the group's first parameter; they agree when every tensor has a gradient at
+    every step); draws come from seeded generators, not torch's global RNG; the ``randperm``
+    projection of the official GaLore projector is not offered.
 
     State: ``proj_type="none"``: ``exp_avg``, ``exp_avg_sq`` (like the parameter), ``step``.
     ``"coord"``: ``exp_avg``, ``exp_avg_sq`` of the projected shape ((m, k) for columns,
     (k, n) for rows, (k,) for randk), ``indices`` (int64, (k,)), ``step`` and ``count``.
+    ``"svd"``/``"random"``: moments of the projected shape, the basis (``proj_left`` m x r or
+    ``proj_right`` r x n), ``step`` and ``count``. ``"block"``: ``step`` and ``count``, plus full
+    ``exp_avg`` and ``exp_avg_sq`` while the tensor is state-full.
 
     Args:
         params: parameters or param groups.
@@ -71,7 +131,8 @@ class FRUGAL(SteepestOptimizer):
         betas: default (0.9, 0.999) (official class).
         eps: default 1e-8 (official code; its docstring says 1e-6), form (B).
         weight_decay: decoupled, at the base lr, default 0.01 (official class and CLI).
-        proj_type: ``"none"`` (plain AdamW, the default) or ``"coord"``.
+        proj_type: ``"none"`` (plain AdamW, the default), ``"coord"``, ``"svd"``, ``"random"``
+            or ``"block"`` (set it per param group; see :func:`steepest.optimizer_params`).
         density: the state-full fraction, default 0.25 (official).
         update_gap: steps between draws, default 200 (official class; the pre-training CLI uses 50).
         reset_statistics: zero the moments at each draw, default True (official).
@@ -79,11 +140,15 @@ class FRUGAL(SteepestOptimizer):
         inactive_lr_scale: default 1.0 (official class; the README uses 0.1 for fine-tuning).
         proj_params_lr_scale: default 1.0 (official).
         coord_choice: ``"columns"`` (class default), ``"rows"`` or ``"randk"``.
+        block_order: ``"random"`` (class default; the pre-training script uses
+            ``"descending"``), ``"ascending"``, ``"descending"`` or ``"mirror"``.
         seed: seed of the draws, default 0.
         maximize: ascend the objective instead.
         foreach: use the ``torch._foreach_*`` path for unprojected groups (``None``: yes).
 
-    Requirements: gradients only; no closure. ``columns``/``rows`` need 2-D parameters.
+    Requirements: gradients only; no closure. ``columns``/``rows``, ``svd`` and ``random`` need
+    2-D parameters (and a rank below both sides); ``mirror`` needs an even number of state-full
+    tensors.
 
     Example:
         >>> import torch, steepest
@@ -98,7 +163,8 @@ class FRUGAL(SteepestOptimizer):
     capabilities: ClassVar[Capabilities] = Capabilities(elementwise=False)
     hyperparameter_rules: ClassVar[Mapping[str, Rule]] = MappingProxyType(
         {
-            "proj_type": OneOf(("none", "coord")),
+            "proj_type": OneOf(PROJ_TYPES),
+            "block_order": OneOf(BLOCK_ORDERS),
             "density": Interval(0.0, 1.0, low_open=True),
             "update_gap": Integer(1),
             "reset_statistics": Boolean(),
@@ -125,6 +191,7 @@ class FRUGAL(SteepestOptimizer):
         inactive_lr_scale: float = 1.0,
         proj_params_lr_scale: float = 1.0,
         coord_choice: str = "columns",
+        block_order: str = "random",
         seed: int = 0,
         *,
         maximize: bool = False,
@@ -144,46 +211,102 @@ class FRUGAL(SteepestOptimizer):
             inactive_lr_scale=inactive_lr_scale,
             proj_params_lr_scale=proj_params_lr_scale,
             coord_choice=coord_choice,
+            block_order=block_order,
             seed=seed,
             maximize=maximize,
             foreach=foreach,
         )
 
     def add_param_group(self, param_group: dict[str, Any]) -> None:
-        """Add a group, checking that column / row selection gets 2-D parameters."""
-        proj = param_group.get("proj_type", self.defaults["proj_type"])
-        choice = param_group.get("coord_choice", self.defaults["coord_choice"])
+        """Add a group, checking each projection gets parameters it can project."""
+        group = {**self.defaults, **param_group}
+        proj, choice = group["proj_type"], group["coord_choice"]
         params = param_group["params"]
         params = [params] if isinstance(params, Tensor) else list(params)
-        for p in params:
-            if proj == "coord" and choice != "randk" and isinstance(p, Tensor) and p.ndim != 2:
+        tensors = [p for p in params if isinstance(p, Tensor)]
+        for p in tensors:
+            if proj == "coord" and choice != "randk" and p.ndim != 2:
                 raise ValueError(
                     f"FRUGAL: coord_choice={choice!r} needs 2-D parameters, got shape {tuple(p.shape)} "
                     "(use coord_choice='randk' or proj_type='none')"
                 )
+            if proj in ("svd", "random"):
+                if p.ndim != 2:
+                    raise ValueError(
+                        f"FRUGAL: proj_type={proj!r} needs 2-D parameters, got shape {tuple(p.shape)}; "
+                        "put it in a group with proj_type='none' or 'block'"
+                    )
+                rank = _lowrank_rank(tuple(p.shape), group["density"])
+                if rank >= min(p.shape):
+                    raise ValueError(
+                        f"FRUGAL: density={group['density']} gives rank {rank} >= min(m, n) = {min(p.shape)} for "
+                        f"shape {tuple(p.shape)}: the projection would be full rank; lower the density"
+                    )
+        if proj == "block" and group["block_order"] == "mirror" and round(len(tensors) * group["density"]) % 2:
+            raise ValueError(
+                f"FRUGAL: block_order='mirror' needs an even number of state-full tensors, got "
+                f"round({len(tensors)} * {group['density']}) = {round(len(tensors) * group['density'])}"
+            )
         super().add_param_group({**param_group, "params": params})
 
+    def _projector(self, param: Tensor, group: ParamGroup) -> LowRankProjector:
+        return LowRankProjector(
+            rank=_lowrank_rank(tuple(param.shape), group["density"]),
+            proj_type="std",
+            update_proj_gap=group["update_gap"],
+            method=group["proj_type"],
+            seed=group["seed"],
+        )
+
     def state_shapes(self, param: Tensor, group: ParamGroup) -> StateSpec:
-        """Full-shape Adam state, or projected moments plus the chosen indices."""
+        """Full-shape Adam state, projected moments plus indices or basis, or a block's current state."""
         scalar = ((), SCALAR_DTYPE)
-        if group["proj_type"] == "none":
+        proj = group["proj_type"]
+        if proj == "none":
             like = (tuple(param.shape), param.dtype)
             return {"exp_avg": like, "exp_avg_sq": like, "step": scalar}
+        if proj == "block":
+            state = self.state.get(param, {})
+            count = int(state["count"]) if "count" in state else 0
+            position = next(i for i, q in enumerate(group["params"]) if q is param)
+            active = position in active_blocks(group, max(count - 1, 0) // group["update_gap"])
+            return self._block_shapes(param, active)
+        if proj in ("svd", "random"):
+            projector = self._projector(param, group)
+            shape = tuple(param.shape)
+            moment = (projector.projected_shape(shape), param.dtype)
+            bases = {k: (s, param.dtype) for k, s in projector.basis_shapes(shape).items()}
+            return {"exp_avg": moment, "exp_avg_sq": moment, **bases, "step": scalar, "count": scalar}
         _, k = _subspace_size(param, group)
         choice = group["coord_choice"]
         if choice == "columns":
-            shape: tuple[int, ...] = (int(param.shape[0]), k)
+            shape_: tuple[int, ...] = (int(param.shape[0]), k)
         elif choice == "rows":
-            shape = (k, int(param.shape[1]))
+            shape_ = (k, int(param.shape[1]))
         else:
-            shape = (k,)
+            shape_ = (k,)
         return {
-            "exp_avg": (shape, param.dtype),
-            "exp_avg_sq": (shape, param.dtype),
+            "exp_avg": (shape_, param.dtype),
+            "exp_avg_sq": (shape_, param.dtype),
             "indices": ((k,), torch.int64),
             "step": scalar,
             "count": scalar,
         }
+
+    @staticmethod
+    def _block_shapes(param: Tensor, active: bool) -> StateSpec:
+        scalar = ((), SCALAR_DTYPE)
+        shapes: dict[str, Any] = {"step": scalar, "count": scalar}
+        if active:
+            like = (tuple(param.shape), param.dtype)
+            shapes.update(exp_avg=like, exp_avg_sq=like)
+        return shapes
+
+    def saved_state_shapes(self, param: Tensor, group: ParamGroup, entry: Mapping[str, Any]) -> StateSpec:
+        """A saved block tensor holds moments exactly when it was state-full when saved."""
+        if group["proj_type"] == "block":
+            return self._block_shapes(param, "exp_avg" in entry)
+        return self.state_shapes(param, group)
 
     @staticmethod
     def _gather(grad: Tensor, indices: Tensor, choice: str) -> Tensor:
@@ -238,12 +361,73 @@ class FRUGAL(SteepestOptimizer):
             param.add_(inactive, alpha=-scaled_lr * group["inactive_lr_scale"])
         param.add_(update, alpha=-scaled_lr / bias_correction(beta1, step))
 
+    def _lowrank_update(self, group: ParamGroup, param: Tensor, grad: Tensor, state: dict[str, Any]) -> None:
+        lr, (beta1, beta2), eps = group["lr"], group["betas"], group["eps"]
+        projector = self._projector(param, group)
+        if int(state["step"].item()) % group["update_gap"] == 0:
+            # The random basis is seeded by the total step count, so successive draws differ.
+            projector.refresh_(grad, state, int(state["count"].item()))
+            if group["reset_statistics"]:
+                state["exp_avg"].zero_()
+                state["exp_avg_sq"].zero_()
+                state["step"].zero_()
+        decay_weights_(param, lr, group["weight_decay"])
+        step = increment_step(state["step"])
+        state["count"].add_(1.0)
+        low = projector.apply(grad, state)
+        exp_avg, exp_avg_sq = state["exp_avg"], state["exp_avg_sq"]
+        update_moments_(exp_avg, exp_avg_sq, low, beta1, beta2)
+        scaled_lr = lr * group["proj_params_lr_scale"]
+        denom = (exp_avg_sq.sqrt() / bias_correction(beta2, step) ** 0.5).add_(eps)
+        update = projector.project_back(exp_avg / denom, state)
+        rule = group["inactive_update_rule"]
+        if rule != "no":
+            residual = grad - projector.project_back(low, state)
+            inactive = residual.sign() if rule == "sign_sgd" else residual
+            param.add_(inactive, alpha=-scaled_lr * group["inactive_lr_scale"])
+        param.add_(update, alpha=-scaled_lr / bias_correction(beta1, step))
+
+    def _block_update(
+        self, group: ParamGroup, params: list[Tensor], grads: list[Tensor], states: list[dict[str, Any]]
+    ) -> None:
+        lr, gap = group["lr"], group["update_gap"]
+        scaled_lr = lr * group["proj_params_lr_scale"]
+        positions = {id(p): i for i, p in enumerate(group["params"])}
+        active_sets: dict[int, set[int]] = {}
+        for param, grad, state in zip(params, grads, states, strict=True):
+            count = int(state["count"].item())
+            if count % gap == 0:
+                refresh = count // gap
+                if refresh not in active_sets:
+                    active_sets[refresh] = active_blocks(group, refresh)
+                state["step"].zero_()
+                if positions[id(param)] in active_sets[refresh]:
+                    state["exp_avg"] = torch.zeros_like(param, memory_format=torch.preserve_format)
+                    state["exp_avg_sq"] = torch.zeros_like(param, memory_format=torch.preserve_format)
+                else:
+                    state.pop("exp_avg", None)
+                    state.pop("exp_avg_sq", None)
+            decay_weights_(param, lr, group["weight_decay"])
+            state["count"].add_(1.0)
+            if "exp_avg" in state:
+                adamw_step_(param, grad, state, scaled_lr, group["betas"], group["eps"], 0.0)
+                continue
+            state["step"].add_(1.0)
+            rule = group["inactive_update_rule"]
+            if rule != "no":
+                param.add_(grad.sign() if rule == "sign_sgd" else grad, alpha=-scaled_lr * group["inactive_lr_scale"])
+
     def _single_tensor_update(
         self, group: ParamGroup, params: list[Tensor], grads: list[Tensor], states: list[dict[str, Any]]
     ) -> None:
-        if group["proj_type"] == "coord":
+        proj = group["proj_type"]
+        if proj == "block":
+            self._block_update(group, params, grads, states)
+            return
+        if proj != "none":
+            update = self._coord_update if proj == "coord" else self._lowrank_update
             for param, grad, state in zip(params, grads, states, strict=True):
-                self._coord_update(group, param, grad, state)
+                update(group, param, grad, state)
             return
         for param, grad, state in zip(params, grads, states, strict=True):
             adamw_step_(param, grad, state, group["lr"], group["betas"], group["eps"], group["weight_decay"])
@@ -251,8 +435,8 @@ class FRUGAL(SteepestOptimizer):
     def _foreach_update(
         self, group: ParamGroup, params: list[Tensor], grads: list[Tensor], states: list[dict[str, Any]]
     ) -> None:
-        if group["proj_type"] == "coord":
-            # One gather / scatter per matrix: a projection is per tensor by nature.
+        if group["proj_type"] != "none":
+            # One gather / scatter, SVD or activation per tensor: a projection is per tensor by nature.
             self._single_tensor_update(group, params, grads, states)
             return
         foreach_adamw_step_(params, grads, states, group["lr"], group["betas"], group["eps"], group["weight_decay"])
