@@ -1,0 +1,19 @@
+"""One intra-op thread for the diagnostics tests.
+
+Their many tiny products slow down >10x when several threads contend for the shared CPU cores.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+
+import pytest
+import torch
+
+
+@pytest.fixture(autouse=True)
+def _one_thread() -> Iterator[None]:
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
