@@ -29,6 +29,7 @@ from rich.table import Table
 from rich.text import Text
 
 import steepest
+from steepest.bench.cli import add_bench_parser
 from steepest.demo import BASELINE, DEFAULT_EPOCHS, resolve_hyperparameters, run_demo
 from steepest.optim import FAMILIES, REGISTRY, RegistryEntry, list_optimizers, optimizer_info
 
@@ -275,6 +276,8 @@ def build_parser() -> argparse.ArgumentParser:
     demo_parser.add_argument("--quiet", action="store_true", help="no progress bar")
     demo_parser.add_argument("--json", action="store_true", help="print the results as JSON, no table")
     demo_parser.set_defaults(func=cmd_demo)
+
+    add_bench_parser(commands)
     return parser
 
 

@@ -7,10 +7,12 @@ downloaded at run time.
 
 from __future__ import annotations
 
+import importlib
+import pkgutil
 from abc import ABC, abstractmethod
 from collections.abc import Iterator
 from dataclasses import dataclass, field
-from typing import Any, ClassVar, Literal
+from typing import Any, ClassVar, Literal, TypeVar
 
 import torch
 from torch import Tensor, nn
@@ -63,6 +65,10 @@ class Workload(ABC):
     Subclasses set ``name`` and ``description`` and implement the abstract methods; ``sizes`` maps each
     of ``"tiny"`` (for tests: seconds), ``"quick"`` (default suite: about a minute with a tuned baseline)
     and ``"full"`` to the size-dependent settings the subclass reads in ``__init__``.
+
+    Register a subclass with :func:`register_workload`. Keep ``__init__`` cheap (build data on first use, e.g.
+    in a ``functools.cached_property``): ``steepest bench list`` instantiates every size to show targets and
+    budgets, and the runner caches one instance per (name, size) per process.
 
     Attributes:
         name: registry key of the workload (``"zipf_softmax"``, ``"char_lm"``, ...).
@@ -135,3 +141,57 @@ class WorkloadInfo:
 def seeded_generator(seed: int) -> torch.Generator:
     """A CPU generator seeded with ``seed`` (workloads never use the global RNG)."""
     return torch.Generator().manual_seed(seed)
+
+
+WORKLOADS: dict[str, type[Workload]] = {}
+"""Registered workload classes by key; fill it with :func:`register_workload` (complete once
+:func:`workload_names` or :func:`get_workload` has been called)."""
+
+_W = TypeVar("_W", bound=type[Workload])
+
+
+def register_workload(cls: _W) -> _W:
+    """Class decorator adding a :class:`Workload` subclass to :data:`WORKLOADS` under ``cls.name``.
+
+    Raises:
+        ValueError: if another class is already registered under the same name.
+    """
+    name = cls.name
+    if name in WORKLOADS and WORKLOADS[name] is not cls:
+        raise ValueError(f"workload {name!r} is already registered by {WORKLOADS[name].__qualname__}")
+    WORKLOADS[name] = cls
+    return cls
+
+
+def workload_names() -> list[str]:
+    """Sorted keys of every registered workload (after importing the built-in workload modules)."""
+    _load_builtin()
+    return sorted(WORKLOADS)
+
+
+def get_workload(name: str, size: Size = "quick") -> Workload:
+    """An instance of the workload registered as ``name`` at ``size``.
+
+    Raises:
+        ValueError: for an unknown name (the message lists the valid ones) or an unknown size.
+    """
+    _load_builtin()
+    if name not in WORKLOADS:
+        raise ValueError(f"unknown workload {name!r}; valid workloads: {', '.join(sorted(WORKLOADS)) or '(none)'}")
+    return WORKLOADS[name](size)
+
+
+_loaded = False
+
+
+def _load_builtin() -> None:
+    """Import every public module of this package once; each registers its workloads."""
+    global _loaded
+    if _loaded:
+        return
+    import steepest.bench.workloads as package
+
+    for module in pkgutil.iter_modules(package.__path__):
+        if not module.name.startswith("_"):
+            importlib.import_module(f"{package.__name__}.{module.name}")
+    _loaded = True
