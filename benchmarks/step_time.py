@@ -58,6 +58,12 @@ def transformer_shapes(
     return shapes
 
 
+#: Not timed here. AdaHessian, Sophia-H and Newton-CG need a model and a loss for their
+#: Hessian-vector products, and M-FAC keeps ngrads gradient copies (64 x 25M floats): their step
+#: cost relative to SGD is measured by benchmarks/curvature_cost.py (Sophia-G's plain step is
+#: timed here; its Hessian refresh there).
+CURVATURE_KEYS = ("adahessian", "sophia_h", "mfac", "newton_cg")
+
 #: Model facts some optimizers need beyond their suggested hyperparameters.
 MODEL_KWARGS = {"adam_mini": {"dim": WIDTH, "n_heads": HEADS}}
 
@@ -172,7 +178,7 @@ def main(argv: list[str] | None = None) -> int:
     bandwidth, bw_timing = copy_bandwidth()
     print(f"# copy bandwidth {bandwidth / 1e9:.2f} GB/s (copy of 100 MB: {bw_timing.ms()} ms)")
 
-    keys = args.only or list(REGISTRY)
+    keys = args.only or [k for k in REGISTRY if k not in CURVATURE_KEYS]
     header = (
         f"{'optimizer':<14} {'step ms: median [min, max]':>30} {'AdamW ms (same rows)':>30} {'MB moved':>9} "
         f"{'vs AdamW [min, max]':>20} {'per byte':>9} {'vs bandwidth':>12} {'busy':>5}"

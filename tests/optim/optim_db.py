@@ -134,6 +134,29 @@ _BETAS_ERRORS = (
     ErrorInput({"weight_decay": -0.1}, match="weight_decay"),
 )
 
+_ZO_ERRORS = (
+    ErrorInput({"eps": 0.0}, match="eps"),
+    ErrorInput({"weight_decay": -0.1}, match="weight_decay"),
+    ErrorInput({"seed": -1}, match="seed"),
+    ErrorInput({"master_weights": 1}, match="master_weights"),
+)
+
+_SLS_ERRORS = (
+    ErrorInput({"c": 0.0}, match="c"),
+    ErrorInput({"beta_b": 1.0}, match="beta_b"),
+    ErrorInput({"reset_option": 3}, match="reset_option"),
+    ErrorInput({"line_search": "wolfe"}, match="line_search"),
+    ErrorInput({"gamma": 0.5}, match="gamma"),
+    ErrorInput({"n_batches_per_epoch": 0}, match="n_batches_per_epoch"),
+    ErrorInput({"max_backtracks": 0}, match="max_backtracks"),
+)
+_SPS_ERRORS = (
+    ErrorInput({"c": 0.0}, match="c"),
+    ErrorInput({"gamma_b": 0.0}, match="gamma_b"),
+    ErrorInput({"smooth": None}, match="smooth"),
+    ErrorInput({"n_batches_per_epoch": 0}, match="n_batches_per_epoch"),
+)
+
 DB: dict[str, OptimSpec] = {
     spec.key: spec
     for spec in (
@@ -460,6 +483,217 @@ DB: dict[str, OptimSpec] = {
                 ErrorInput({"exclude": ("p",)}, match="every parameter is excluded"),
             ),
             prepare=lambda ps: [(f"p{i}", p) for i, p in enumerate(ps)],
+        ),
+        # Curvature. AdaHessian / SophiaH get gradients with a graph (take_step reads
+        # needs_create_graph); NewtonCG a closure. SophiaG's step alone never refreshes h (the
+        # caller supplies sampled-label losses): the matrix checks its sign-momentum phase and
+        # tests/optim/test_curvature.py its Hessian refresh.
+        OptimSpec(
+            "adahessian",
+            variants=(
+                {"lr": 0.05},
+                {"lr": 0.05, "weight_decay": 0.01, "hessian_power": 0.5, "average_conv_kernel": False, "seed": 3},
+            ),
+            quadratic={"lr": 0.3},
+            logistic={"lr": 0.3},
+            error_inputs=(
+                *_BETAS_ERRORS,
+                ErrorInput({"hessian_power": 1.5}, match="hessian_power"),
+                ErrorInput({"seed": -1}, match="seed"),
+                ErrorInput({"eps": -1.0}, match="eps"),
+            ),
+        ),
+        OptimSpec(
+            "sophia_h",
+            variants=(
+                {"lr": 0.05},
+                {"lr": 0.05, "weight_decay": 0.1, "update_period": 2, "probe": "rademacher", "rho": 0.5},
+            ),
+            quadratic={"lr": 0.3, "rho": 0.05, "update_period": 1},
+            logistic={"lr": 0.3, "rho": 0.05, "update_period": 1},
+            error_inputs=(
+                *_BETAS_ERRORS,
+                ErrorInput({"rho": 0.0}, match="rho"),
+                ErrorInput({"update_period": 0}, match="update_period"),
+                ErrorInput({"probe": "uniform"}, match="probe"),
+            ),
+        ),
+        OptimSpec(
+            "sophia_g",
+            variants=({"lr": 0.01}, {"lr": 0.01, "weight_decay": 0.2, "betas": (0.9, 0.95), "rho": 0.1, "bs": 10}),
+            quadratic={"lr": 0.1, "weight_decay": 0.0},
+            logistic={"lr": 0.05, "weight_decay": 0.0},
+            error_inputs=(
+                *_BETAS_ERRORS,
+                ErrorInput({"rho": -1.0}, match="rho"),
+                ErrorInput({"bs": 0}, match="bs"),
+                ErrorInput({"update_period": 0}, match="update_period"),
+            ),
+        ),
+        OptimSpec(
+            "mfac",
+            variants=(
+                {"lr": 0.05, "ngrads": 4, "damp": 1.0},
+                {"lr": 0.05, "ngrads": 3, "damp": 0.5, "momentum": 0.9, "weight_decay": 0.01},
+            ),
+            quadratic={"lr": 0.5, "ngrads": 8, "damp": 1.0},
+            logistic={"lr": 0.5, "ngrads": 8, "damp": 0.1},
+            error_inputs=(
+                ErrorInput({"ngrads": 0}, match="ngrads"),
+                ErrorInput({"damp": 0.0}, match="damp"),
+                ErrorInput({"momentum": 1.0}, match="momentum"),
+                ErrorInput({"weight_decay": -0.1}, match="weight_decay"),
+            ),
+        ),
+        OptimSpec(
+            "newton_cg",
+            variants=({"lr": 1.0}, {"lr": 0.5, "negative_steps": False, "cg_max_iter": 3, "c2": 0.5}),
+            quadratic={"lr": 1.0},
+            logistic={"lr": 1.0},
+            steps=20,
+            error_inputs=(
+                ErrorInput({"cg_max_iter": 0}, match="cg_max_iter"),
+                ErrorInput({"cg_tol": 0.0}, match="cg_tol"),
+                ErrorInput({"c1": 0.5, "c2": 0.4}, match="c1"),
+                ErrorInput({"max_evals": 0}, match="max_evals"),
+                ErrorInput({"negative_steps": 1}, match="negative_steps"),
+            ),
+        ),
+        # Zeroth-order: the matrix drives them with a closure that only computes the loss under
+        # no_grad. eps=0.01 so that bfloat16 parameters (ulp ~ 4e-3 near 1) see the perturbation.
+        OptimSpec(
+            "mezo",
+            variants=(
+                {"lr": 0.02, "eps": 0.01},
+                {"lr": 0.02, "weight_decay": 0.1, "seed": 3},
+                {"lr": 0.02, "eps": 0.01, "master_weights": True},
+            ),
+            quadratic={"lr": 0.02},
+            logistic={"lr": 0.5},
+            steps=600,
+            error_inputs=_ZO_ERRORS,
+        ),
+        OptimSpec(
+            "sparse_mezo",
+            # The convergence problems start at 0, where a magnitude threshold selects nothing
+            # useful (every entry leaves |p| <= 0 after one step): sparsity 0 there; the behavioural
+            # variants start from random parameters and freeze half or three quarters of them.
+            variants=(
+                {"lr": 0.02, "eps": 0.01, "sparsity": 0.5},
+                {"lr": 0.02, "sparsity": 0.75, "weight_decay": 0.1, "seed": 5},
+                {"lr": 0.02, "eps": 0.01, "sparsity": 0.5, "master_weights": True},
+            ),
+            quadratic={"lr": 0.02, "sparsity": 0.0},
+            logistic={"lr": 0.5, "sparsity": 0.0},
+            steps=600,
+            error_inputs=(*_ZO_ERRORS, ErrorInput({"sparsity": 1.0}, match="sparsity")),
+        ),
+        OptimSpec(
+            "zo_sign_sgd",
+            variants=({"lr": 0.02, "eps": 0.01}, {"lr": 0.02, "weight_decay": 0.1, "seed": 7}),
+            quadratic={"lr": 0.05},
+            logistic={"lr": 0.05},
+            steps=600,
+            error_inputs=_ZO_ERRORS,
+        ),
+        OptimSpec(
+            "zo_adam",
+            variants=(
+                {"lr": 0.05, "eps": 0.01},
+                {"lr": 0.05, "weight_decay": 0.1, "betas": (0.8, 0.99), "adam_eps": 1e-6},
+                {"lr": 0.05, "eps": 0.01, "master_weights": True},
+            ),
+            quadratic={"lr": 0.1},
+            logistic={"lr": 0.1},
+            steps=600,
+            error_inputs=(
+                *_ZO_ERRORS,
+                ErrorInput({"betas": (1.0, 0.9)}, match="betas"),
+                ErrorInput({"adam_eps": -1e-8}, match="adam_eps"),
+            ),
+        ),
+        OptimSpec(
+            "forward_gradient",
+            variants=({"lr": 0.02}, {"lr": 0.02, "weight_decay": 0.1, "seed": 11}),
+            quadratic={"lr": 0.02},
+            logistic={"lr": 0.5},
+            steps=600,
+            error_inputs=(
+                ErrorInput({"weight_decay": -0.1}, match="weight_decay"),
+                ErrorInput({"seed": -1}, match="seed"),
+            ),
+        ),
+        # Step-size methods: lr is the step-size cap (sls, sls_adam, ponos, mdb) or the Polyak
+        # step's multiplier (sps, sps_max); lr = 0 freezes a group for all of them.
+        OptimSpec(
+            "sls",
+            variants=(
+                {},
+                {"reset_option": 0, "c": 0.5, "init_step_size": 0.5},
+                {"reset_option": 2, "line_search": "goldstein", "lr": 2.0},
+                {"init_step_size": 100.0, "beta_b": 0.5, "max_backtracks": 3, "same_randomness": False},
+            ),
+            quadratic={},
+            logistic={},
+            steps=100,
+            error_inputs=_SLS_ERRORS,
+        ),
+        OptimSpec(
+            "sls_adam",
+            variants=({}, {"momentum": 0.9, "c": 0.5, "init_step_size": 10.0}, {"line_search": "goldstein"}),
+            quadratic={"c": 0.5},
+            logistic={"c": 0.5},
+            steps=150,
+            error_inputs=_SLS_ERRORS,
+        ),
+        OptimSpec(
+            "ponos",
+            variants=({}, {"xi": 0.0, "save_backtracks": False}, {"max_backtracks": 2, "f_star": -1.0, "lr": 1.0}),
+            quadratic={"xi": 0.5},
+            logistic={"xi": 0.5},
+            steps=200,
+            error_inputs=(
+                ErrorInput({"c": 0.0}, match="c"),
+                ErrorInput({"c_p": 0.0}, match="c_p"),
+                ErrorInput({"delta": 1.0}, match="delta"),
+                ErrorInput({"xi": 1.5}, match="xi"),
+                ErrorInput({"min_eta": 0.0}, match="min_eta"),
+                ErrorInput({"save_backtracks": 1}, match="save_backtracks"),
+            ),
+        ),
+        OptimSpec(
+            "sps",
+            variants=({}, {"c": 1.0, "gamma_b": 0.5, "f_star": -0.5}, {"smooth": True, "n_batches_per_epoch": 5}),
+            quadratic={},
+            logistic={"gamma_b": 1.0},
+            steps=200,
+            error_inputs=_SPS_ERRORS,
+        ),
+        OptimSpec(
+            "sps_max",
+            variants=({}, {"gamma_b": 0.3, "c": 0.2}),
+            quadratic={"init_step_size": 0.1},
+            logistic={"gamma_b": 1.0},
+            steps=200,
+            error_inputs=_SPS_ERRORS,
+        ),
+        OptimSpec(
+            "mdb",
+            variants=(
+                {},
+                {"set": "box", "forward": 1.1},
+                {"grad_dir": False, "max_backtracks": 3},
+                {"set": "box", "initial_scale": 1e10},
+            ),
+            quadratic={},
+            logistic={},
+            steps=60,
+            error_inputs=(
+                ErrorInput({"set": "simplex"}, match="set"),
+                ErrorInput({"forward": 0.5}, match="forward"),
+                ErrorInput({"initial_scale": 0.0}, match="initial_scale"),
+                ErrorInput({"max_backtracks": 0}, match="max_backtracks"),
+            ),
         ),
     )
 }

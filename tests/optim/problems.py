@@ -119,7 +119,10 @@ def make_closure(
             loss.backward(create_graph=create_graph)
             for i in drop:
                 params[i].grad = None
-        return loss.detach()
+            return loss.detach()
+        # Under no_grad there is no graph to drop; returning the loss as computed keeps a
+        # forward-mode tangent (ForwardGradient reads d = grad . v from it).
+        return loss
 
     return closure
 

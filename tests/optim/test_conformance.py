@@ -438,6 +438,7 @@ def test_closure_requirement_is_enforced(key: str) -> None:
             opt.step()
         assert all(torch.equal(p.detach(), b) for p, b in zip(params, before, strict=True))
     else:
-        closure = make_closure(params, lambda: problem.loss(params))
+        # The closure contract: backward(create_graph=True) for optimizers that need HVPs.
+        closure = make_closure(params, lambda: problem.loss(params), create_graph=caps.needs_create_graph)
         loss = opt.step(closure)
         assert loss is not None and torch.equal(loss, problem.loss(before).detach())

@@ -19,7 +19,21 @@ import torch
 from steepest.optim._registry import REGISTRY
 from tests.optim.optim_db import DB, build
 
-KEYS = sorted(k for k, e in REGISTRY.items() if "baseline" not in e.families)
+# Gradient-free (zeroth-order) optimizers are left out: they draw each parameter's direction
+# from its own seeded generator, one call per parameter by nature (there is no foreach randn),
+# and materialising every direction at once would cost a copy of the model.
+# Optimizers needing Hessian-vector products (AdaHessian, Sophia-H: per-parameter seeded probes,
+# as above) or a closure (Newton-CG: a line search over whole-model vectors) cannot be driven by
+# plain gradients here; M-FAC's work is a matrix product per tensor (window @ g), by nature.
+KEYS = sorted(
+    k
+    for k, e in REGISTRY.items()
+    if "baseline" not in e.families
+    and not e.capabilities.gradient_free
+    and not e.capabilities.needs_create_graph
+    and not e.capabilities.requires_closure
+    and k != "mfac"
+)
 
 
 def _is_torch_call(func: Any) -> bool:

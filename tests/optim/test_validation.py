@@ -15,6 +15,7 @@ from steepest.optim._base import SteepestOptimizer
 from steepest.optim._registry import REGISTRY
 from steepest.optim._validation import Boolean, Interval, OneOf, Optional, Tuple
 from tests.optim.optim_db import build
+from tests.optim.problems import take_step
 
 OURS = sorted(k for k, e in REGISTRY.items() if issubclass(e.cls, SteepestOptimizer))
 
@@ -100,5 +101,11 @@ def test_fuzzed_hyperparameters_raise_value_error_or_build(key: str, data: st.Da
     # Accepted: the value satisfies the rule, and a step runs.
     rules = entry.cls._rules()  # type: ignore[attr-defined]
     rules[name].check(key, name, value)
+    if opt.capabilities.gradient_free:  # type: ignore[attr-defined]
+        opt.step(lambda: (param**2).sum())
+        return
+    if opt.capabilities.requires_closure or opt.capabilities.needs_create_graph:  # type: ignore[attr-defined]
+        take_step(opt, [param], lambda: (param**2).sum())  # closure / create_graph as the contract says
+        return
     param.grad = torch.ones(3)
     opt.step()

@@ -21,20 +21,33 @@ from steepest.optim._base import Capabilities
 from steepest.optim._model_params import ModelParams
 from steepest.optim.adabelief import AdaBelief
 from steepest.optim.adagrad_norm import AdaGradNorm
+from steepest.optim.adahessian import AdaHessian
 from steepest.optim.adam_mini import AdamMini
 from steepest.optim.adan import Adan
 from steepest.optim.baselines import SGD, AdamW
 from steepest.optim.blockllm import BlockLLM
 from steepest.optim.diffgrad import DiffGrad
 from steepest.optim.fira import Fira
+from steepest.optim.forward_gradient import ForwardGradient
 from steepest.optim.frugal import FRUGAL
 from steepest.optim.galore import GaLoreAdamW
 from steepest.optim.lamb import LAMB
 from steepest.optim.lars import LARS
 from steepest.optim.lion import Lion
+from steepest.optim.mdb import MultidimensionalBacktracking
+from steepest.optim.mezo import MeZO
+from steepest.optim.mfac import MFAC
+from steepest.optim.newton_cg import NewtonCG
 from steepest.optim.normalized_sd import NormalizedSD
+from steepest.optim.ponos import PoNoS
 from steepest.optim.scale import SCALE
 from steepest.optim.sign_sgd import SignSGD, Signum
+from steepest.optim.sls import SLS, SLSAdam
+from steepest.optim.sophia import SophiaG, SophiaH
+from steepest.optim.sparse_mezo import SparseMeZO
+from steepest.optim.sps import SPS, SPSMax
+from steepest.optim.zo_adam import ZOAdam
+from steepest.optim.zo_sign_sgd import ZOSignSGD
 
 #: Family tags. Algorithms may carry several.
 FAMILIES = ("baseline", "sign", "adaptive", "layerwise", "memory", "curvature", "step_size", "zeroth_order")
@@ -440,6 +453,260 @@ _ENTRIES: tuple[RegistryEntry, ...] = (
         },
         # A small model: half the tensors at a time, re-selection checked every 100 steps.
         suggested={"lr": 3e-3, "sparsity": 0.5, "update_freq": 100, "patience": 20, "exclude": ()},
+    ),
+    # Zeroth-order: forward passes only (the closure is called under no_grad); lrs for small
+    # models from scratch are far above the papers' LLM fine-tuning values (1e-6, 1e-7).
+    RegistryEntry(
+        key="mezo",
+        cls=MeZO,
+        families=("zeroth_order", "memory"),
+        paper=Paper(
+            "Fine-Tuning Language Models with Just Forward Passes",
+            "Malladi, Gao, Nichani, Damian, Lee, Chen, Arora",
+            2023,
+            "2305.17333",
+            "NeurIPS",
+        ),
+        update_rule="z ~ N(0, I) from a seed; g = (L(p + eps*z) - L(p - eps*z)) / (2*eps); p <- p - lr*(g*z + wd*p)",
+        search_space={"lr": log_uniform(1e-5, 1e-1), "eps": choice(1e-4, 1e-3, 1e-2)},
+        suggested={"lr": 1e-3},
+    ),
+    RegistryEntry(
+        key="sparse_mezo",
+        cls=SparseMeZO,
+        families=("zeroth_order", "memory"),
+        paper=Paper(
+            "Sparse MeZO: Less Parameters for Better Performance in Zeroth-Order LLM Fine-Tuning",
+            "Liu, Zhu, Gong, Cheng, Hsieh, You",
+            2024,
+            "2402.15751",
+        ),
+        update_rule="m = |p| <= h (h: per-tensor quantile fixed at step 1); z_hat = m*z; "
+        "g = (L(p + eps*z_hat) - L(p - eps*z_hat)) / (2*eps); p <- p - lr*(g*z_hat + wd*m*p)",
+        search_space={
+            "lr": log_uniform(1e-5, 1e-1),
+            "sparsity": choice(0.5, 0.75, 0.8),
+            "eps": choice(1e-4, 1e-3, 1e-2),
+        },
+        suggested={"lr": 1e-3, "sparsity": 0.5},
+    ),
+    RegistryEntry(
+        key="zo_sign_sgd",
+        cls=ZOSignSGD,
+        families=("zeroth_order", "sign"),
+        paper=Paper("signSGD via Zeroth-Order Oracle", "Liu, Chen, Chen, Hong", 2019, venue="ICLR"),
+        update_rule="g = (L(p + eps*z) - L(p - eps*z)) / (2*eps); p <- p(1 - lr*wd) - lr*sign(g*z)",
+        search_space={"lr": log_uniform(1e-6, 1e-2), "eps": choice(1e-4, 1e-3, 1e-2)},
+        suggested={"lr": 1e-4},
+    ),
+    RegistryEntry(
+        key="zo_adam",
+        cls=ZOAdam,
+        families=("zeroth_order", "adaptive"),
+        paper=Paper(
+            "ZO-AdaMM: Zeroth-Order Adaptive Momentum Method for Black-Box Optimization",
+            "Chen, Zhou, Xu, Hong, Liu",
+            2019,
+            "1910.06513",
+            "NeurIPS",
+        ),
+        update_rule="g_hat = (L(p + eps*z) - L(p - eps*z)) / (2*eps) * z + wd*p; Adam on g_hat "
+        "(m, v EMAs, bias-corrected): p <- p - lr * m_hat / (sqrt(v_hat) + adam_eps)",
+        search_space={"lr": log_uniform(1e-5, 1e-1), "eps": choice(1e-4, 1e-3, 1e-2)},
+        suggested={"lr": 1e-3},
+    ),
+    RegistryEntry(
+        key="forward_gradient",
+        cls=ForwardGradient,
+        families=("zeroth_order",),
+        paper=Paper(
+            "Gradients without Backpropagation", "Baydin, Pearlmutter, Syme, Wood, Torr", 2022, "2202.08524"
+        ),
+        update_rule="v ~ N(0, I) from a seed; d = grad L(p) . v (one forward-mode JVP); p <- p - lr*(d*v + wd*p)",
+        search_space={"lr": log_uniform(1e-5, 1e-1)},
+        suggested={"lr": 1e-3},
+    ),
+    # Curvature: Hessian-diagonal preconditioners (Hutchinson / GNB), M-FAC, Newton-CG.
+    RegistryEntry(
+        key="adahessian",
+        cls=AdaHessian,
+        families=("curvature", "adaptive"),
+        paper=Paper(
+            "ADAHESSIAN: An Adaptive Second Order Optimizer for Machine Learning",
+            "Yao, Gholami, Shen, Mustafa, Keutzer, Mahoney",
+            2021,
+            "2006.00719",
+            "AAAI",
+        ),
+        update_rule="D = spatial_avg|H z| (Rademacher z, one HVP per step); m, v <- EMAs of g, D^2; "
+        "p <- p - lr*(m_hat / ((sqrt(v_hat))^k + eps) + wd*p); needs backward(create_graph=True)",
+        search_space={"lr": log_uniform(1e-3, 1.0), "hessian_power": choice(0.5, 1.0)},
+        suggested={"lr": 0.15},
+    ),
+    RegistryEntry(
+        key="sophia_h",
+        cls=SophiaH,
+        families=("curvature",),
+        paper=Paper(
+            "Sophia: A Scalable Stochastic Second-order Optimizer for Language Model Pre-training",
+            "Liu, Li, Hall, Liang, Ma",
+            2024,
+            "2305.14342",
+            "ICLR",
+        ),
+        update_rule="m <- b1*m + (1-b1)*g; every k steps h <- b2*h + (1-b2)*u*(H u); "
+        "p <- p(1 - lr*wd) - lr*clip(m / max(rho*h, eps), 1); needs backward(create_graph=True)",
+        search_space={"lr": log_uniform(1e-4, 1e-1), "rho": log_uniform(1e-3, 1e-1)},
+        suggested={"lr": 1e-2, "rho": 0.01},
+    ),
+    RegistryEntry(
+        key="sophia_g",
+        cls=SophiaG,
+        families=("curvature", "sign"),
+        paper=Paper(
+            "Sophia: A Scalable Stochastic Second-order Optimizer for Language Model Pre-training",
+            "Liu, Li, Hall, Liang, Ma",
+            2024,
+            "2305.14342",
+            "ICLR",
+        ),
+        update_rule="p <- p(1 - lr*wd); m <- b1*m + (1-b1)*g; "
+        "p <- p - lr*sign(m)*min(|m| / (rho*bs*h + 1e-15), 1); "
+        "update_hessian(sampled-label closure): h <- b2*h + (1-b2)*g_hat^2 (official code)",
+        search_space={
+            "lr": log_uniform(1e-5, 1e-2),
+            "rho": log_uniform(1e-3, 1e-1),
+            "weight_decay": choice(0.0, 0.1, 0.2),
+        },
+        suggested={"lr": 1e-3, "weight_decay": 0.0},
+    ),
+    RegistryEntry(
+        key="mfac",
+        cls=MFAC,
+        families=("curvature",),
+        paper=Paper(
+            "M-FAC: Efficient Matrix-Free Approximations of Second-Order Information",
+            "Frantar, Kurtic, Alistarh",
+            2021,
+            "2107.03356",
+            "NeurIPS",
+        ),
+        update_rule="window G of the last m gradients; u = (damp*I + G^T G / m)^{-1} (g + wd*p) by Woodbury in O(dm); "
+        "v <- mu*v + (1-mu)*u if momentum; p <- p - lr*u",
+        search_space={
+            "lr": log_uniform(1e-4, 1e-1),
+            "damp": log_uniform(1e-6, 1e-1),
+            "ngrads": choice(64, 256, 1024),
+        },
+        suggested={"lr": 1e-3, "ngrads": 64, "damp": 1e-2},
+    ),
+    RegistryEntry(
+        key="newton_cg",
+        cls=NewtonCG,
+        families=("curvature", "step_size"),
+        paper=Paper(
+            "Don't Be So Positive: Negative Step Sizes in Second-Order Methods", "Shea, Schmidt", 2024, "2411.11224"
+        ),
+        update_rule="d = CG solve of H d = -g, kept through negative curvature; alpha by strong Wolfe, "
+        "negative when g.d > 0; p <- p + alpha*lr*d (needs a closure with backward(create_graph=True))",
+        search_space={"lr": choice(1.0), "cg_max_iter": choice(10, 50, 200)},
+        # A few CG products and trial points per step keep a small model's step cheap.
+        suggested={"lr": 1.0, "cg_max_iter": 10, "max_evals": 10},
+    ),
+    # Step-size methods: `lr` is the step-size cap (SLS, PoNoS, MDB) or a multiplier of the
+    # Polyak step (SPS); each class docstring says which.
+    RegistryEntry(
+        key="sls",
+        cls=SLS,
+        families=("step_size",),
+        paper=Paper(
+            "Painless Stochastic Gradient: Interpolation, Line-Search, and Convergence Rates",
+            "Vaswani, Mishkin, Laradji, Schmidt, Gidel, Lacoste-Julien",
+            2019,
+            "1905.09997",
+            "NeurIPS",
+        ),
+        update_rule="eta0 = min(reset(eta_prev), lr); eta <- beta_b*eta until f(w - eta*g) <= f - c*eta*|g|^2 "
+        "(same batch, same RNG); w <- w - eta*g (needs a closure)",
+        search_space={"c": choice(0.1, 0.2, 0.5), "reset_option": choice(0, 1, 2), "init_step_size": choice(1.0, 10.0)},
+        suggested={"lr": 10.0},
+    ),
+    RegistryEntry(
+        key="sls_adam",
+        cls=SLSAdam,
+        families=("step_size", "adaptive"),
+        paper=Paper(
+            "Adaptive Gradient Methods Converge Faster with Over-Parameterization (but you should do a line-search)",
+            "Vaswani, Laradji, Kunstner, Meng, Schmidt, Lacoste-Julien",
+            2020,
+            "2006.06835",
+        ),
+        update_rule="v <- beta*v + (1-beta)*g^2; P = 1/(sqrt(v/(1-beta^t)) + eps); Armijo search on "
+        "w - eta*P*g with decrease sum(P*g^2); w <- w - eta*P*g (needs a closure)",
+        search_space={"c": choice(0.1, 0.2, 0.5), "init_step_size": choice(1.0, 100.0), "reset_option": choice(0, 1)},
+        suggested={"lr": 10.0},
+    ),
+    RegistryEntry(
+        key="ponos",
+        cls=PoNoS,
+        families=("step_size",),
+        paper=Paper(
+            "Don't be so Monotone: Relaxing Stochastic Line Search in Over-Parameterized Models",
+            "Galli, Rauhut, Schmidt",
+            2023,
+            "2306.12747",
+            "NeurIPS",
+        ),
+        update_rule="eta0 = clip(delta^l * f/(c_p*|g|^2), min_eta, lr); eta <- delta*eta until "
+        "f(w - eta*g) <= max(C, f) - c*eta*|g|^2 (C: Zhang-Hager mean); l <- max(l + cuts - 1, 0)",
+        search_space={"c": choice(0.1, 0.5), "c_p": choice(0.1, 0.2, 0.5), "xi": choice(0.0, 0.5, 1.0)},
+        suggested={"lr": 10.0},
+    ),
+    RegistryEntry(
+        key="sps",
+        cls=SPS,
+        families=("step_size",),
+        paper=Paper(
+            "Stochastic Polyak Step-size for SGD: An Adaptive Learning Rate for Fast Convergence",
+            "Loizou, Vaswani, Laradji, Lacoste-Julien",
+            2021,
+            "2002.10542",
+            "AISTATS",
+        ),
+        update_rule="gamma = (f - f*)_+ / (c*|g|^2 + eps); w <- w - lr*gamma*g",
+        search_space={"c": choice(0.2, 0.5, 1.0), "lr": choice(1.0)},
+        suggested={"lr": 1.0},
+    ),
+    RegistryEntry(
+        key="sps_max",
+        cls=SPSMax,
+        families=("step_size",),
+        paper=Paper(
+            "Stochastic Polyak Step-size for SGD: An Adaptive Learning Rate for Fast Convergence",
+            "Loizou, Vaswani, Laradji, Lacoste-Julien",
+            2021,
+            "2002.10542",
+            "AISTATS",
+        ),
+        update_rule="gamma = min((f - f*)_+ / (c*|g|^2 + eps), gamma_b, 2^(1/n_b)*gamma_prev); w <- w - lr*gamma*g",
+        search_space={"c": choice(0.2, 0.5), "gamma_b": choice(None, 1.0, 5.0, 100.0)},
+        suggested={"lr": 1.0, "c": 0.2},
+    ),
+    RegistryEntry(
+        key="mdb",
+        cls=MultidimensionalBacktracking,
+        families=("step_size", "adaptive"),
+        paper=Paper(
+            "Searching for Optimal Per-Coordinate Step-sizes with Multidimensional Backtracking",
+            "Kunstner, Portella, Schmidt, Harvey",
+            2023,
+            "2306.02527",
+            "NeurIPS",
+        ),
+        update_rule="P from the candidate set (ellipsoid/box); y = x - P*g; accept if f(y) <= f - g'Pg/2 and grow "
+        "the set, else cut it with u = max(0, (g^2/2 - g_y*g)/(f - f(y) - g_y'Pg)) (full batch, needs a closure)",
+        search_space={"set": choice("ellipsoid", "box"), "forward": choice(1.1, 2.0)},
+        suggested={"lr": 1e10},
     ),
 )
 
