@@ -9,7 +9,9 @@ the head tied, which SCALE and this benchmark do not assume).
 
 Run: ``python benchmarks/memory.py [--layers 12] [--only KEY ...]``. Issue targets: Adam-mini
 state <= 0.51x AdamW's; GaLore at rank r equal to the closed form; SCALE only the last layer's
-momentum (plus AdamW state for 1-D parameters).
+momentum (plus AdamW state for 1-D parameters). FRUGAL rows use density 0.25 (coordinates,
+SVD basis or whole tensors); BlockLLM its official defaults (sparsity 0.9, embedding and head
+frozen), so its peak memory also drops by the gradients it never computes.
 """
 
 from __future__ import annotations
@@ -75,11 +77,14 @@ def _optimizer(key: str, model: GPT) -> torch.optim.Optimizer:
         return (steepest.Fira if key == "fira" else steepest.GaLoreAdamW)(groups, lr=1e-2)
     if key == "scale":
         return steepest.SCALE(steepest.scale_param_groups(model, last_layer="lm_head"), lr=1e-3)
-    if key == "frugal":
-        projected = [m.weight for n, m in model.named_modules() if isinstance(m, nn.Linear) and ".layers." in f".{n}"]
-        ids = {id(p) for p in projected}
-        rest = [p for p in model.parameters() if id(p) not in ids]
-        return steepest.FRUGAL([{"params": projected, "proj_type": "coord"}, {"params": rest}], lr=1e-3)
+    if key.startswith("frugal"):
+        # The block matrices (not the head) projected, as FRUGAL's prepare_proj_params does.
+        proj_type = key.split("_", 1)[1] if "_" in key else "coord"
+        groups, _ = steepest.optimizer_params("frugal", model, proj_type=proj_type, targets=("layers.",))
+        return steepest.FRUGAL(groups, lr=1e-3)
+    if key == "blockllm":
+        # Official defaults: 10% of the tensors selected, embedding and head never (frozen).
+        return steepest.BlockLLM(model.named_parameters(), lr=1e-3)
     return steepest.create_optimizer(key, model.parameters(), **steepest.optimizer_info(key).suggested)
 
 
@@ -114,7 +119,19 @@ def measure(key: str, layers: int) -> dict[str, Any]:
     return result
 
 
-KEYS = ("adamw", "adam_mini", "scale", "galore_adamw_r128", "galore_adamw_r256", "fira", "frugal", "lion")
+KEYS = (
+    "adamw",
+    "adam_mini",
+    "scale",
+    "galore_adamw_r128",
+    "galore_adamw_r256",
+    "fira",
+    "frugal",
+    "frugal_svd",
+    "frugal_block",
+    "blockllm",
+    "lion",
+)
 
 
 def main(argv: list[str] | None = None) -> int:
