@@ -219,5 +219,23 @@ def test_registry_closure_and_curvature_optimizers_run_first_class(key: str) -> 
     assert last.step == 8
     if caps.gradient_free:
         assert last.grad_evals == 0 and last.func_evals >= 8
+    elif caps.needs_create_graph:
+        assert last.grad_evals >= 8 and last.func_evals >= 8  # Hessian-vector products add gradient evaluations
     else:
         assert last.grad_evals >= 8 and last.func_evals >= last.grad_evals
+
+
+@pytest.mark.parametrize(("key", "hvps_per_step"), [("adahessian", 1), ("sophia_h", None), ("newton_cg", None)])
+def test_hessian_vector_products_are_charged_as_gradient_evaluations(key: str, hvps_per_step: int | None) -> None:
+    from steepest.bench.tuning import suggested
+
+    steps = 8
+    result = run(RunSpec("least_squares", "tiny", key, suggested(key), max_steps=steps))
+    assert result.status == STATUS_OK, result.error
+    last = result.evals[-1]
+    if hvps_per_step is not None:
+        # One gradient and one Hessian-vector product per step.
+        assert last.grad_evals == steps * (1 + hvps_per_step)
+    else:
+        # Sophia-H refreshes every k steps (one product then); NewtonCG makes one per CG iteration.
+        assert last.grad_evals > last.func_evals - (0 if key == "sophia_h" else steps) >= 0

@@ -184,6 +184,16 @@ class EvalCounter:
         if with_grad:
             self.grad_evals += 1
 
+    def charge_hvps(self, optimizer: Optimizer) -> None:
+        """Charge the Hessian-vector products the last step made, one gradient evaluation each.
+
+        Curvature optimizers report them as ``optimizer.last_info["hvp_evals"]`` (a product costs about
+        one more backward pass through the graph the gradient built, i.e. about a gradient evaluation).
+        """
+        info = getattr(optimizer, "last_info", None)
+        if isinstance(info, dict):
+            self.grad_evals += int(info.get("hvp_evals", 0))
+
 
 # -- memory ------------------------------------------------------------------------------------------------
 
@@ -467,6 +477,7 @@ def _one_step(
         counter.charge(with_grad=True)
         norm = _grad_norm(model) if want_grad_norm else None
         optimizer.step()
+        counter.charge_hvps(optimizer)
         if caps.needs_create_graph:
             optimizer.zero_grad(set_to_none=True)  # free the double-backward graph
         return float(loss.detach()), norm
@@ -485,6 +496,7 @@ def _one_step(
         return value
 
     returned: Any = optimizer.step(closure)  # type: ignore[arg-type]  # torch types closures as returning float
+    counter.charge_hvps(optimizer)
     if caps.needs_create_graph:
         optimizer.zero_grad(set_to_none=True)
     loss_value = float(returned.detach()) if isinstance(returned, Tensor) else (

@@ -65,6 +65,8 @@ class HutchinsonOptimizer(SteepestOptimizer):
                 loss = closure()
         gathered = [self._params_with_grad(group) for group in self.param_groups]
         self._hessian: dict[Tensor, tuple[Tensor, Tensor]] = {}
+        #: What the last step did; ``hvp_evals`` lets a benchmark charge the products it made.
+        self.last_info: dict[str, Any] = {"hvp_evals": 0}
         try:
             due_params: list[Tensor] = []
             all_params: list[Tensor] = []
@@ -88,6 +90,7 @@ class HutchinsonOptimizer(SteepestOptimizer):
                 probes = {p: draw_probe(p, dist, seed) for p, (seed, dist) in zip(due_params, seeds, strict=True)}
                 vectors = [probes.get(p, torch.zeros_like(p)) for p in all_params]
                 products = hessian_vector_products(all_params, grads_all, vectors)
+                self.last_info["hvp_evals"] = 1
                 for p, hv in zip(all_params, products, strict=True):
                     if p in probes:
                         self._hessian[p] = (probes[p] * hv, hv)

@@ -226,12 +226,14 @@ class NewtonCG(SteepestOptimizer):
         if not params:
             return loss
         graph_grads = [g for _, grads in gathered for g in grads]
+        hvp_calls: list[int] = []
         try:
             require_graph(type(self).__name__, graph_grads)
             work = [torch.promote_types(p.dtype, torch.float32) for p in params]
             gradient = [sign * g.detach().to(w) for g, w in zip(graph_grads, work, strict=True)]
 
             def hvp(vector: Vector) -> Vector:
+                hvp_calls.append(1)
                 seeds = [v.to(p.dtype) for v, p in zip(vector, params, strict=True)]
                 products = hessian_vector_products(params, graph_grads, seeds)
                 return [sign * hv.to(w) for hv, w in zip(products, work, strict=True)]
@@ -285,6 +287,7 @@ class NewtonCG(SteepestOptimizer):
             "negative_curvature": result.negative_curvature,
             "evaluations": evals,
             "step_size": alpha,
+            "hvp_evals": len(hvp_calls),
         }
         return loss
 
