@@ -30,6 +30,7 @@ Example:
 from __future__ import annotations
 
 import math
+from abc import ABC, abstractmethod
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any, Literal
@@ -86,18 +87,18 @@ class InnerLoop:
         return inner_gradient_descent(g, start, x, lr=self.lr, steps=self.steps).y
 
 
-class Method:
+class Method(ABC):
     """Base of the hypergradient methods: ``step`` returns the outer descent direction for one step."""
 
     def init_state(self, y: Tree, x: Tree) -> dict[str, Any]:
         """Per-run state (warm starts, momentum)."""
         return {"y": y, "y_init": y}
 
+    @abstractmethod
     def step(
         self, f: Objective, g: Objective, x: Tree, inner: InnerLoop, state: dict[str, Any], k: int
     ) -> tuple[Tree, dict[str, float]]:
         """Update ``state`` in place and return (direction, info)."""
-        raise NotImplementedError
 
 
 @dataclass(frozen=True)
