@@ -143,6 +143,20 @@ def seeded_generator(seed: int) -> torch.Generator:
     return torch.Generator().manual_seed(seed)
 
 
+def epoch_batches(tensors: tuple[Tensor, ...], batch_size: int, seed: int) -> Iterator[tuple[Tensor, ...]]:
+    """Endless minibatches of the rows of ``tensors``: a fresh seeded permutation each epoch, no replacement.
+
+    The order comes from ``seeded_generator(seed + 1)``; the last partial batch of an epoch is dropped.
+    """
+    gen = seeded_generator(seed + 1)
+    n = int(tensors[0].shape[0])
+    while True:
+        order = torch.randperm(n, generator=gen)
+        for start in range(0, n - batch_size + 1, batch_size):
+            idx = order[start : start + batch_size]
+            yield tuple(t[idx] for t in tensors)
+
+
 WORKLOADS: dict[str, type[Workload]] = {}
 """Registered workload classes by key; fill it with :func:`register_workload` (complete once
 :func:`workload_names` or :func:`get_workload` has been called)."""

@@ -17,7 +17,15 @@ from functools import cached_property
 import torch
 from torch import Tensor, nn
 
-from steepest.bench.workloads._base import Budget, Size, Target, Workload, register_workload, seeded_generator
+from steepest.bench.workloads._base import (
+    Budget,
+    Size,
+    Target,
+    Workload,
+    epoch_batches,
+    register_workload,
+    seeded_generator,
+)
 
 
 @dataclass(frozen=True)
@@ -117,15 +125,9 @@ class LeastSquares(Workload):
             model.weight.copy_(torch.randn(1, self._cfg.d, generator=gen) / self._cfg.d**0.5)
         return model
 
-    def train_batches(self, seed: int) -> Iterator[tuple[Tensor, Tensor]]:
+    def train_batches(self, seed: int) -> Iterator[tuple[Tensor, ...]]:
         """Shuffled minibatches without replacement, reshuffled every epoch, order from ``seed``."""
-        gen = seeded_generator(seed + 1)
-        n, bs = self._cfg.n, self.budget.batch_size
-        while True:
-            order = torch.randperm(n, generator=gen)
-            for start in range(0, n - bs + 1, bs):
-                idx = order[start : start + bs]
-                yield self._data.a[idx], self._data.b[idx]
+        yield from epoch_batches((self._data.a, self._data.b), self.budget.batch_size, seed)
 
     def loss(self, model: nn.Module, batch: tuple[Tensor, Tensor]) -> Tensor:
         """Half the mean squared residual on the batch."""

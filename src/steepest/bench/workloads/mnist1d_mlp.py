@@ -26,7 +26,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from steepest.bench.workloads._base import Budget, Size, Target, Workload, register_workload, seeded_generator
+from steepest.bench.workloads._base import Budget, Size, Target, Workload, epoch_batches, register_workload
 from steepest.bench.workloads._cache import Arrays, cached_arrays
 
 
@@ -155,15 +155,9 @@ class MNIST1DMLP(Workload):
             torch.manual_seed(seed)
             return MLP(self.x_train.shape[1], self._cfg.width, 10)
 
-    def train_batches(self, seed: int) -> Iterator[tuple[Tensor, Tensor]]:
+    def train_batches(self, seed: int) -> Iterator[tuple[Tensor, ...]]:
         """Shuffled minibatches without replacement (the last partial batch of an epoch is dropped)."""
-        gen = seeded_generator(seed + 1)
-        n, bs = self.y_train.numel(), self._cfg.budget.batch_size
-        while True:
-            order = torch.randperm(n, generator=gen)
-            for start in range(0, n - bs + 1, bs):
-                idx = order[start : start + bs]
-                yield self.x_train[idx], self.y_train[idx]
+        yield from epoch_batches((self.x_train, self.y_train), self._cfg.budget.batch_size, seed)
 
     def loss(self, model: nn.Module, batch: tuple[Tensor, Tensor]) -> Tensor:
         """Mean cross-entropy on the batch."""
