@@ -57,6 +57,25 @@ def test_every_hyperparameter_needs_a_rule() -> None:
                 pass
 
 
+def test_an_optimizer_needs_an_update_or_its_own_step() -> None:
+    with pytest.raises(TypeError, match="must implement _single_tensor_update"):
+
+        class NoUpdate(SteepestOptimizer):
+            def __init__(self, params: Any, lr: float = 0.1, *, maximize: bool = False,
+                         foreach: bool | None = None) -> None:
+                super().__init__(params, lr=lr, maximize=maximize, foreach=foreach)
+
+    class OwnStep(SteepestOptimizer):  # a step spanning all groups needs no per-tensor dispatch
+        def __init__(self, params: Any, lr: float = 0.1, *, maximize: bool = False,
+                     foreach: bool | None = None) -> None:
+            super().__init__(params, lr=lr, maximize=maximize, foreach=foreach)
+
+        def step(self, closure: Any = None) -> None:
+            return None
+
+    assert OwnStep([torch.nn.Parameter(torch.zeros(1))]).step() is None
+
+
 def test_added_param_group_is_validated() -> None:
     a, b = torch.nn.Parameter(torch.zeros(2)), torch.nn.Parameter(torch.zeros(2))
     opt = steepest.Lion([a])

@@ -18,7 +18,7 @@ Subclasses write the math in ``_single_tensor_update`` and ``_foreach_update``.
 from __future__ import annotations
 
 import inspect
-from abc import ABCMeta, abstractmethod
+from abc import ABCMeta
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from types import MappingProxyType
@@ -201,6 +201,8 @@ class SteepestOptimizer(StateSpecMixin, Optimizer, metaclass=ABCMeta):
         super().__init_subclass__(**kwargs)
         if inspect.isabstract(cls):
             return
+        if cls.step is SteepestOptimizer.step and cls._single_tensor_update is SteepestOptimizer._single_tensor_update:
+            raise TypeError(f"{cls.__name__} must implement _single_tensor_update (or override step)")
         signature = inspect.signature(cls.__init__)
         defaults: dict[str, Any] = {}
         rules = cls._rules()
@@ -344,11 +346,16 @@ class SteepestOptimizer(StateSpecMixin, Optimizer, metaclass=ABCMeta):
         for bucket_params, bucket_grads, bucket_states in device_dtype_buckets(params, grads, states):
             self._foreach_update(group, bucket_params, bucket_grads, bucket_states)
 
-    @abstractmethod
     def _single_tensor_update(
         self, group: ParamGroup, params: list[Tensor], grads: list[Tensor], states: list[dict[str, Any]]
     ) -> None:
-        """The readable reference: a plain loop over the parameters that have a gradient."""
+        """The readable reference: a plain loop over the parameters that have a gradient.
+
+        Every optimizer that uses the base ``step`` implements it (checked when the class is
+        defined); optimizers whose step spans all groups at once (line searches, NewtonCG, M-FAC,
+        zeroth-order methods) override ``step`` instead and never reach this dispatch.
+        """
+        raise TypeError(f"{type(self).__name__} reached the per-tensor dispatch without implementing it")
 
     def _foreach_update(
         self, group: ParamGroup, params: list[Tensor], grads: list[Tensor], states: list[dict[str, Any]]

@@ -171,7 +171,3 @@ class StepSizeOptimizer(SteepestOptimizer):
     def _search_step(self, entries: list[Entry], loss: Any, evaluator: TrialEvaluator) -> None:
         """Search and move the parameters of ``entries``; ``loss`` is the closure's loss at the origin."""
 
-    def _single_tensor_update(
-        self, group: ParamGroup, params: list[Tensor], grads: list[Tensor], states: list[dict[str, Any]]
-    ) -> None:
-        raise NotImplementedError(f"{type(self).__name__}.step works on all groups at once")  # pragma: no cover

@@ -286,11 +286,6 @@ class ZerothOrderOptimizer(SteepestOptimizer):
     def _update_param(self, entry: ActiveParam, g: Tensor) -> None:
         """Write this step's update to ``entry.target`` from the estimate ``g * entry.direction()``."""
 
-    def _single_tensor_update(
-        self, group: ParamGroup, params: list[Tensor], grads: list[Tensor], states: list[dict[str, Any]]
-    ) -> None:
-        # Never called: step() is overridden (there are no gradients to dispatch on).
-        raise NotImplementedError
 
 
 class MeZO(ZerothOrderOptimizer):

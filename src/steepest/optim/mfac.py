@@ -176,7 +176,3 @@ class MFAC(SteepestOptimizer):
             p.add_(direction.to(p.dtype), alpha=-group["lr"])
         return loss
 
-    def _single_tensor_update(
-        self, group: ParamGroup, params: list[Tensor], grads: list[Tensor], states: list[dict[str, Any]]
-    ) -> None:
-        raise NotImplementedError("MFAC.step spans all groups at once")  # pragma: no cover

@@ -291,7 +291,3 @@ class NewtonCG(SteepestOptimizer):
         }
         return loss
 
-    def _single_tensor_update(
-        self, group: ParamGroup, params: list[Tensor], grads: list[Tensor], states: list[dict[str, Any]]
-    ) -> None:
-        raise NotImplementedError("NewtonCG.step works on all groups at once")  # pragma: no cover
