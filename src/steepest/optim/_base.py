@@ -9,10 +9,13 @@
   foreach, sparse) and :meth:`state_shapes`, the exact tensors kept per parameter, from which
   state is created, ``load_state_dict`` input is checked and memory is accounted;
 * **dispatch**: ``step`` gathers the parameters that have a gradient, negates gradients for
-  ``maximize``, and calls the subclass's per-tensor reference path or its ``torch._foreach_*``
-  path (per device and dtype bucket).
+  ``maximize``, and calls the subclass's per-tensor reference path, its ``torch._foreach_*``
+  path, or (``fused=True``) the per-tensor path compiled over each device and dtype bucket
+  (:mod:`steepest.optim._fused`).
 
-Subclasses write the math in ``_single_tensor_update`` and ``_foreach_update``.
+Subclasses write the math in ``_single_tensor_update`` and ``_foreach_update``. An optimizer
+that declares ``supports_fused`` writes its ``_single_tensor_update`` so that every scalar
+hyperparameter may be a float or a 0-dim tensor and reads no tensor value on the host.
 """
 
 from __future__ import annotations
@@ -28,13 +31,17 @@ import torch
 from torch import Tensor
 from torch.optim import Optimizer
 
-from steepest.optim._validation import COMMON_RULES, Rule, check_hyperparameters
+from steepest.optim import _fused
+from steepest.optim._validation import COMMON_RULES, Rule, check_hyperparameters, is_real_valued
 
 #: One state entry: its shape and dtype.
 StateShape = tuple[tuple[int, ...], torch.dtype]
 #: What an optimizer keeps for one parameter: entry name -> (shape, dtype).
 StateSpec = dict[str, StateShape]
 ParamGroup = dict[str, Any]
+
+#: Group keys that choose how a step runs, not what it computes; kept across ``load_state_dict``.
+EXECUTION_PATH_KEYS = ("foreach", "fused")
 
 #: The float dtype of scalar state (step counters, accumulators), as torch's optimizers use.
 SCALAR_DTYPE = torch.float32
@@ -57,6 +64,8 @@ class Capabilities:
             update depends on what each tensor is, e.g. Adam-mini's partition by name).
         gradient_free: ``step`` never reads ``.grad``; it calls the closure under
             ``torch.no_grad()`` only (zeroth-order methods: forward passes only).
+        supports_fused: ``fused=True`` compiles ``_single_tensor_update`` over each bucket
+            (the optimizer takes a ``fused`` keyword; see :mod:`steepest.optim._fused`).
 
     The closure contract, one rule for every optimizer: a closure zeroes the gradients,
     computes the loss, calls ``loss.backward()`` only ``if torch.is_grad_enabled()`` (with
@@ -73,6 +82,7 @@ class Capabilities:
     global_statistic: bool = False
     needs_named_parameters: bool = False
     gradient_free: bool = False
+    supports_fused: bool = False
 
 
 class StateSpecMixin:
@@ -101,9 +111,16 @@ class StateSpecMixin:
         return {}
 
     def load_state_dict(self, state_dict: Mapping[str, Any]) -> None:
-        """Load state after checking it matches this optimizer; raises ``ValueError`` otherwise."""
+        """Load state after checking it matches this optimizer; raises ``ValueError`` otherwise.
+
+        The execution path (``foreach``, ``fused``) stays this optimizer's own: a checkpoint written
+        by a fused run continues on the per-tensor path of the optimizer loading it, and back.
+        """
         saved_groups = self._validate_state_dict(state_dict)
+        paths = [{k: g[k] for k in EXECUTION_PATH_KEYS if k in g} for g in self.param_groups]
         super().load_state_dict(state_dict)  # type: ignore[misc]
+        for group, path in zip(self.param_groups, paths, strict=True):
+            group.update(path)
         # torch casts every floating entry except 'step' to the parameter dtype; restore the
         # declared dtype from the saved tensor itself so no precision is lost on the way.
         saved_state = state_dict["state"]
@@ -196,6 +213,7 @@ class SteepestOptimizer(StateSpecMixin, Optimizer, metaclass=ABCMeta):
     #: ``_foreach_update`` gets the whole group (all devices and dtypes) and buckets it itself,
     #: because it needs a statistic over the group first (a norm, a maximum).
     foreach_whole_group: ClassVar[bool] = False
+    _real_hyperparameters: ClassVar[frozenset[str]] = frozenset()
 
     def __init_subclass__(cls, **kwargs: Any) -> None:
         super().__init_subclass__(**kwargs)
@@ -218,7 +236,10 @@ class SteepestOptimizer(StateSpecMixin, Optimizer, metaclass=ABCMeta):
         for required in ("lr", "maximize", "foreach"):
             if required not in defaults:
                 raise TypeError(f"{cls.__name__}.__init__ must accept {required!r}")
+        if cls.capabilities.supports_fused != ("fused" in defaults):
+            raise TypeError(f"{cls.__name__}: accepts 'fused' exactly when capabilities.supports_fused")
         cls.hyperparameter_defaults = MappingProxyType(defaults)
+        cls._real_hyperparameters = frozenset(name for name in defaults if is_real_valued(rules[name]))
 
     @classmethod
     def _rules(cls) -> dict[str, Rule]:
@@ -235,16 +256,14 @@ class SteepestOptimizer(StateSpecMixin, Optimizer, metaclass=ABCMeta):
                 f"expected the signature's {sorted(self.hyperparameter_defaults)}"
             )
         check_hyperparameters(name, self._rules(), hyperparameters)
-        if hyperparameters["foreach"] and not self.capabilities.supports_foreach:
-            raise ValueError(f"{name}: foreach=True is not supported by this optimizer")
+        _check_paths(name, self.capabilities, hyperparameters)
         super().__init__(params, hyperparameters)
 
     def add_param_group(self, param_group: dict[str, Any]) -> None:
         """Add a param group after checking its hyperparameter overrides and parameter dtypes."""
         name = type(self).__name__
         check_hyperparameters(name, self._rules(), {k: v for k, v in param_group.items() if k != "params"})
-        if param_group.get("foreach") and not self.capabilities.supports_foreach:
-            raise ValueError(f"{name}: foreach=True is not supported by this optimizer")
+        _check_paths(name, self.capabilities, {**self.defaults, **param_group})
         params = param_group["params"]
         for p in [params] if isinstance(params, Tensor) else list(params):
             if isinstance(p, Tensor) and not p.is_floating_point():
@@ -330,13 +349,37 @@ class SteepestOptimizer(StateSpecMixin, Optimizer, metaclass=ABCMeta):
     def _use_foreach(self, group: ParamGroup) -> bool:
         return self.capabilities.supports_foreach and group["foreach"] is not False
 
+    def _use_fused(self, group: ParamGroup, params: list[Tensor]) -> bool:
+        """``fused=True``, or ``fused=None`` under the rule of :func:`steepest.optim._fused.auto_fused`."""
+        if not self.capabilities.supports_fused or getattr(self, "_fused_unavailable", None) is not None:
+            return False
+        fused = group["fused"]
+        if fused is None:
+            return group["foreach"] is not True and _fused.auto_fused(params)
+        return bool(fused)
+
+    def real_hyperparameters(self) -> frozenset[str]:
+        """Names of the real-valued hyperparameters (passed as tensors to the fused path)."""
+        return self._real_hyperparameters
+
     def _update_group(
         self, group: ParamGroup, params: list[Tensor], grads: list[Tensor], states: list[dict[str, Any]]
     ) -> None:
-        """Update one param group: foreach per (device, dtype) bucket, or the per-tensor path.
+        """Update one param group: fused or foreach per (device, dtype) bucket, or the per-tensor path.
 
-        With ``foreach_whole_group`` the foreach path gets the whole group in one call.
+        With ``foreach_whole_group`` the foreach and fused paths get the whole group in one call.
         """
+        if self._use_fused(group, params):
+            index = next(i for i, g in enumerate(self.param_groups) if g is group)
+            buckets = (
+                [(params, grads, states)] if self.foreach_whole_group else device_dtype_buckets(params, grads, states)
+            )
+            for done, (bucket_params, bucket_grads, bucket_states) in enumerate(buckets):
+                if not _fused.fused_update(self, index, group, bucket_params, bucket_grads, bucket_states):
+                    for rest in buckets[done:]:
+                        self._foreach_update(group, *rest)
+                    return
+            return
         if not self._use_foreach(group):
             self._single_tensor_update(group, params, grads, states)
             return
@@ -371,6 +414,14 @@ class SteepestOptimizer(StateSpecMixin, Optimizer, metaclass=ABCMeta):
         parts = [f"{name} (like the parameter)" for name in cls.param_state]
         parts += [f"{name} (scalar)" for name in cls.scalar_state]
         return ", ".join(parts) if parts else "none"
+
+
+def _check_paths(owner: str, capabilities: Capabilities, hyperparameters: Mapping[str, Any]) -> None:
+    """``foreach=True`` needs a foreach path; ``fused=True`` excludes ``foreach=True`` (as in torch)."""
+    if hyperparameters.get("foreach") and not capabilities.supports_foreach:
+        raise ValueError(f"{owner}: foreach=True is not supported by this optimizer")
+    if hyperparameters.get("fused") and hyperparameters.get("foreach"):
+        raise ValueError(f"{owner}: fused=True and foreach=True cannot both be set")
 
 
 def device_dtype_buckets(

@@ -3,20 +3,68 @@
 The per-tensor forms are what the reference paths read like; the foreach forms take lists
 of tensors of one device and dtype. Scalars that depend on a step counter (bias corrections)
 are computed once per bucket in double precision on the host, as torch's own optimizers do.
+
+Per-tensor forms take :data:`Scalar` hyperparameters: a float in the eager per-tensor path, a
+0-dim tensor when the fused path compiles that same code (:mod:`steepest.optim._fused`). The
+``*_scaled_`` helpers below pick the op form each case needs (``alpha=``/``value=`` take only
+numbers), so an update written with them serves both paths.
 """
 
 from __future__ import annotations
 
 from collections.abc import Sequence
-
 import torch
 from torch import Tensor
 
+#: A hyperparameter or derived scalar: a float (eager) or a 0-dim tensor (compiled fused path).
+Scalar = float | Tensor
 
-def increment_step(step: Tensor) -> float:
-    """Add one to a 0-dim step counter in place and return its new value."""
+
+def increment_step(step: Tensor) -> Scalar:
+    """Add one to a 0-dim step counter in place and return its new value.
+
+    A float in eager mode; the counter tensor itself while compiling, where reading a value on
+    the host would break the graph.
+    """
     step.add_(1.0)
+    if torch.compiler.is_compiling():
+        return step
     return float(step.item())
+
+
+def add_scaled_(tensor: Tensor, other: Tensor, scale: Scalar) -> Tensor:
+    """``tensor += scale * other`` in place, for a float or 0-dim tensor ``scale``."""
+    if isinstance(scale, Tensor):
+        return tensor.add_(other * scale)
+    return tensor.add_(other, alpha=scale)
+
+
+def addcmul_scaled_(tensor: Tensor, a: Tensor, b: Tensor, scale: Scalar) -> Tensor:
+    """``tensor += scale * a * b`` in place, for a float or 0-dim tensor ``scale``."""
+    if isinstance(scale, Tensor):
+        return tensor.add_(a * b * scale)
+    return tensor.addcmul_(a, b, value=scale)
+
+
+def addcdiv_scaled_(tensor: Tensor, a: Tensor, b: Tensor, scale: Scalar) -> Tensor:
+    """``tensor += scale * a / b`` in place, for a float or 0-dim tensor ``scale``."""
+    if isinstance(scale, Tensor):
+        return tensor.add_(a / b * scale)
+    return tensor.addcdiv_(a, b, value=scale)
+
+
+def lerp_(tensor: Tensor, end: Tensor, weight: Scalar) -> Tensor:
+    """``tensor += weight * (end - tensor)`` in place (``torch.lerp_``), for any ``weight`` form."""
+    if isinstance(weight, Tensor):
+        weight = weight.to(tensor.dtype)
+    return tensor.lerp_(end, weight)
+
+
+def lerp(tensor: Tensor, end: Tensor, weight: Scalar) -> Tensor:
+    """Out-of-place :func:`lerp_`."""
+    if isinstance(weight, Tensor):
+        weight = weight.to(tensor.dtype)
+    return tensor.lerp(end, weight)
 
 
 def increment_steps(steps: Sequence[Tensor]) -> list[float]:
@@ -27,15 +75,15 @@ def increment_steps(steps: Sequence[Tensor]) -> list[float]:
     return values
 
 
-def bias_correction(beta: float, step: float) -> float:
+def bias_correction(beta: Scalar, step: Scalar) -> Scalar:
     """``1 - beta**step``: the Adam bias correction of an EMA with decay ``beta``."""
     return 1.0 - beta**step
 
 
-def update_moments_(exp_avg: Tensor, exp_avg_sq: Tensor, grad: Tensor, beta1: float, beta2: float) -> None:
+def update_moments_(exp_avg: Tensor, exp_avg_sq: Tensor, grad: Tensor, beta1: Scalar, beta2: Scalar) -> None:
     """Adam's two EMAs in place: ``m <- lerp(m, g, 1 - b1)``, ``v <- b2 v + (1 - b2) g^2``."""
-    exp_avg.lerp_(grad, 1.0 - beta1)
-    exp_avg_sq.mul_(beta2).addcmul_(grad, grad, value=1.0 - beta2)
+    lerp_(exp_avg, grad, 1.0 - beta1)
+    addcmul_scaled_(exp_avg_sq.mul_(beta2), grad, grad, 1.0 - beta2)
 
 
 def foreach_update_moments_(
@@ -47,9 +95,12 @@ def foreach_update_moments_(
     torch._foreach_addcmul_(exp_avg_sqs, grads, grads, value=1.0 - beta2)
 
 
-def decay_weights_(param: Tensor, lr: float, weight_decay: float) -> None:
-    """Decoupled weight decay in place: ``p <- p * (1 - lr * weight_decay)``."""
-    if weight_decay != 0.0:
+def decay_weights_(param: Tensor, lr: Scalar, weight_decay: Scalar) -> None:
+    """Decoupled weight decay in place: ``p <- p * (1 - lr * weight_decay)``.
+
+    Skipped for a float ``weight_decay == 0``; a tensor one always multiplies (free when fused).
+    """
+    if isinstance(weight_decay, Tensor) or weight_decay != 0.0:
         param.mul_(1.0 - lr * weight_decay)
 
 
@@ -63,10 +114,10 @@ def adamw_step_(
     param: Tensor,
     grad: Tensor,
     state: dict[str, Tensor],
-    lr: float,
-    betas: tuple[float, float],
-    eps: float,
-    weight_decay: float,
+    lr: Scalar,
+    betas: tuple[Scalar, Scalar],
+    eps: Scalar,
+    weight_decay: Scalar,
 ) -> None:
     """One AdamW step on ``param`` with ``state`` holding ``exp_avg``, ``exp_avg_sq``, ``step``.
 
@@ -77,7 +128,7 @@ def adamw_step_(
     step = increment_step(state["step"])
     update_moments_(state["exp_avg"], state["exp_avg_sq"], grad, beta1, beta2)
     denom = (state["exp_avg_sq"].sqrt() / bias_correction(beta2, step) ** 0.5).add_(eps)
-    param.addcdiv_(state["exp_avg"], denom, value=-lr / bias_correction(beta1, step))
+    addcdiv_scaled_(param, state["exp_avg"], denom, -lr / bias_correction(beta1, step))
 
 
 def foreach_adamw_step_(

@@ -181,7 +181,15 @@ COMMON_RULES: Mapping[str, Rule] = {
     "betas": Tuple(2, UNIT_OPEN),
     "maximize": Boolean(),
     "foreach": Boolean(allow_none=True),
+    "fused": Boolean(allow_none=True),
 }
+
+
+def is_real_valued(rule: Rule) -> bool:
+    """Whether ``rule`` admits real numbers (an interval, optional or not, or a tuple of them)."""
+    if isinstance(rule, Optional | Tuple):
+        return is_real_valued(rule.inner if isinstance(rule, Optional) else rule.item)
+    return isinstance(rule, Interval)
 
 
 def check_hyperparameters(owner: str, rules: Mapping[str, Rule], values: Mapping[str, Any]) -> None:

@@ -7,8 +7,8 @@ from typing import Any
 import torch
 from torch import Tensor
 
-from steepest.optim._base import ParamGroup, SteepestOptimizer
-from steepest.optim._functional import decay_weights_, foreach_decay_weights_
+from steepest.optim._base import Capabilities, ParamGroup, SteepestOptimizer
+from steepest.optim._functional import add_scaled_, decay_weights_, foreach_decay_weights_, lerp, lerp_
 
 
 class Lion(SteepestOptimizer):
@@ -40,7 +40,9 @@ class Lion(SteepestOptimizer):
         weight_decay: decoupled decay :math:`\lambda`, default 0. The paper suggests a value
             3-10x larger than AdamW's, keeping :math:`\eta\lambda` similar.
         maximize: ascend the objective instead.
-        foreach: use the ``torch._foreach_*`` path (``None``: yes).
+        foreach: use the ``torch._foreach_*`` path (``None``: yes, unless fused).
+        fused: compile the per-tensor update over each device and dtype bucket
+            (:mod:`steepest.optim._fused`; ``None``: only for groups of at least 2**24 elements).
 
     Requirements: gradients only; no closure.
 
@@ -54,6 +56,7 @@ class Lion(SteepestOptimizer):
         tensor([ 0.9000, -1.9000])
     """
 
+    capabilities = Capabilities(supports_fused=True)
     param_state = ("exp_avg",)
 
     def __init__(
@@ -65,8 +68,11 @@ class Lion(SteepestOptimizer):
         *,
         maximize: bool = False,
         foreach: bool | None = None,
+        fused: bool | None = None,
     ) -> None:
-        super().__init__(params, lr=lr, betas=betas, weight_decay=weight_decay, maximize=maximize, foreach=foreach)
+        super().__init__(
+            params, lr=lr, betas=betas, weight_decay=weight_decay, maximize=maximize, foreach=foreach, fused=fused
+        )
 
     def _single_tensor_update(
         self, group: ParamGroup, params: list[Tensor], grads: list[Tensor], states: list[dict[str, Any]]
@@ -75,9 +81,9 @@ class Lion(SteepestOptimizer):
         for param, grad, state in zip(params, grads, states, strict=True):
             exp_avg = state["exp_avg"]
             decay_weights_(param, lr, wd)
-            interpolated = exp_avg.lerp(grad, 1.0 - beta1)
-            param.add_(interpolated.sign_(), alpha=-lr)
-            exp_avg.lerp_(grad, 1.0 - beta2)
+            interpolated = lerp(exp_avg, grad, 1.0 - beta1)
+            add_scaled_(param, interpolated.sign_(), -lr)
+            lerp_(exp_avg, grad, 1.0 - beta2)
 
     def _foreach_update(
         self, group: ParamGroup, params: list[Tensor], grads: list[Tensor], states: list[dict[str, Any]]

@@ -1,0 +1,216 @@
+"""The fused path (``fused=True``): same trajectory as the per-tensor path, no recompiles, fallback.
+
+Every registry entry whose class declares ``capabilities.supports_fused`` runs here, each with every
+hyperparameter variant of ``optim_db``. A run drives 50 steps with a scheduler that changes ``lr``,
+``betas`` and ``weight_decay`` every step and drops one parameter's gradient at step 2, and checks:
+
+* the fused trajectory equals the per-tensor one: float64 to rtol 1e-12 (the hyperparameter tensors
+  are float64 there, so only the order of floating-point operations differs); float32 to rtol 1e-5
+  over 10 steps (the scalar arithmetic runs in float32 inside the kernel, in double in eager);
+* exactly two graphs are compiled (the full bucket, and the bucket without the dropped parameter)
+  and none after step 3: hyperparameter changes never recompile;
+* no :class:`FusedFallbackWarning` (the update compiled as one graph).
+"""
+
+from __future__ import annotations
+
+import copy
+import warnings
+from collections.abc import Iterator
+from typing import Any
+
+import pytest
+import torch
+from torch._dynamo.utils import counters
+
+import steepest
+from steepest.optim import _fused
+from steepest.optim._base import SteepestOptimizer
+from steepest.optim._registry import REGISTRY
+from tests.optim.optim_db import DB, build
+from tests.optim.problems import SumOfQuadratics, make_params, take_step
+
+
+def _supports_fused(key: str) -> bool:
+    cls = REGISTRY[key].cls
+    return isinstance(cls, type) and issubclass(cls, SteepestOptimizer) and cls.capabilities.supports_fused
+
+
+FUSED_KEYS = sorted(key for key in REGISTRY if _supports_fused(key))
+
+#: The elementwise optimizers issue 8 names; each must offer the fused path.
+REQUIRED_FUSED = (
+    "sign_sgd",
+    "signum",
+    "lion",
+    "adabelief",
+    "adan",
+    "diffgrad",
+    "lamb",
+    "lars",
+    "adagrad_norm",
+    "adam_mini",
+    "scale",
+    "galore_adamw",
+    "fira",
+    "frugal",
+)
+
+
+def _variants() -> list[Any]:
+    return [pytest.param(key, i, id=f"{key}-v{i}") for key in FUSED_KEYS for i in range(len(DB[key].variants))]
+
+
+@pytest.fixture(autouse=True)
+def _fresh_dynamo() -> Iterator[None]:
+    """Each test starts with empty dynamo caches and counters (recompile limits are per code object)."""
+    torch._dynamo.reset()
+    counters.clear()
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", _fused.FusedFallbackWarning)
+        yield
+    torch._dynamo.reset()
+
+
+def _schedule(opt: torch.optim.Optimizer, initial: list[dict[str, Any]], step: int) -> None:
+    """Change every real hyperparameter a scheduler would touch, differently each step."""
+    for group, start in zip(opt.param_groups, initial, strict=True):
+        group["lr"] = start["lr"] * (0.5 + 0.5 * ((step * 7) % 11) / 10)
+        if "betas" in group:
+            group["betas"] = tuple(b * (1 - 0.01 * (step % 3)) for b in start["betas"])
+        if "weight_decay" in group:
+            group["weight_decay"] = start["weight_decay"] * (1 + 0.1 * (step % 4))
+
+
+def _trajectory(key: str, kwargs: dict[str, Any], dtype: torch.dtype, steps: int, **path: Any) -> list[list[torch.Tensor]]:
+    problem = SumOfQuadratics()
+    params = make_params(dtype)
+    opt = build(key, params, **kwargs, **path)
+    initial = [{k: group[k] for k in ("lr", "betas", "weight_decay") if k in group} for group in opt.param_groups]
+    out = []
+    for step in range(steps):
+        _schedule(opt, initial, step)
+        take_step(opt, params, lambda: problem.loss(params), drop=(0,) if step == 2 else ())
+        out.append([p.detach().clone() for p in params])
+        if step == 3 and path.get("fused"):
+            graphs_after_warmup = counters["stats"]["unique_graphs"]
+    if path.get("fused"):
+        assert counters["stats"]["unique_graphs"] == graphs_after_warmup, f"{key}: recompiled after step 3"
+    return out
+
+
+def _assert_close(expected: list[list[torch.Tensor]], actual: list[list[torch.Tensor]], rtol: float, atol: float) -> None:
+    for step, (e_step, a_step) in enumerate(zip(expected, actual, strict=True)):
+        for e, a in zip(e_step, a_step, strict=True):
+            torch.testing.assert_close(a, e, rtol=rtol, atol=atol, msg=lambda m, s=step: f"step {s}: {m}")
+
+
+def test_required_optimizers_offer_fused() -> None:
+    missing = [key for key in REQUIRED_FUSED if key not in FUSED_KEYS]
+    assert not missing, f"no fused path: {missing}"
+
+
+@pytest.mark.parametrize(("key", "variant"), _variants())
+def test_fused_matches_per_tensor_float64_without_recompiles(key: str, variant: int) -> None:
+    kwargs = DB[key].variants[variant]
+    expected = _trajectory(key, kwargs, torch.float64, 50, foreach=False)
+    counters.clear()
+    actual = _trajectory(key, kwargs, torch.float64, 50, fused=True)
+    # One graph for all four parameters, one for the step without parameter 0's gradient.
+    assert counters["stats"]["unique_graphs"] == 2, dict(counters["stats"])
+    _assert_close(expected, actual, rtol=1e-12, atol=1e-14)
+
+
+@pytest.mark.parametrize("key", FUSED_KEYS)
+def test_fused_matches_per_tensor_float32(key: str) -> None:
+    kwargs = DB[key].variants[0]
+    expected = _trajectory(key, kwargs, torch.float32, 10, foreach=False)
+    actual = _trajectory(key, kwargs, torch.float32, 10, fused=True)
+    _assert_close(expected, actual, rtol=1e-5, atol=1e-6)
+
+
+@pytest.mark.parametrize("key", FUSED_KEYS)
+@pytest.mark.parametrize("direction", ["fused->per-tensor", "per-tensor->fused"])
+def test_state_dict_round_trip_between_fused_and_unfused(key: str, direction: str) -> None:
+    """A checkpoint taken on one path continues on the other as an uninterrupted run would."""
+    kwargs = DB[key].variants[0]
+    first, second = ({"fused": True}, {"foreach": False}) if direction.startswith("fused") else ({"foreach": False}, {"fused": True})
+    problem = SumOfQuadratics()
+    params = make_params()
+    opt = build(key, params, **kwargs, **first)
+    for _ in range(3):
+        take_step(opt, params, lambda: problem.loss(params))
+    saved_params = [p.detach().clone() for p in params]
+    state = copy.deepcopy(opt.state_dict())
+    for _ in range(3):
+        take_step(opt, params, lambda: problem.loss(params))
+
+    resumed_params = [torch.nn.Parameter(p.clone()) for p in saved_params]
+    resumed = build(key, resumed_params, **kwargs, **second)
+    resumed.load_state_dict(state)
+    # The path is the optimizer's own choice, not the checkpoint's.
+    assert all(group.get("fused") == second.get("fused") for group in resumed.param_groups)
+    for _ in range(3):
+        take_step(resumed, resumed_params, lambda: problem.loss(resumed_params))
+    for p, q in zip(params, resumed_params, strict=True):
+        torch.testing.assert_close(q, p, rtol=1e-12, atol=1e-14)
+
+
+def test_fused_and_foreach_true_together_raise() -> None:
+    with pytest.raises(ValueError, match="fused=True and foreach=True"):
+        steepest.Lion(make_params(), fused=True, foreach=True)
+    opt = steepest.Lion(make_params(), fused=True)
+    with pytest.raises(ValueError, match="fused=True and foreach=True"):
+        opt.add_param_group({"params": [torch.nn.Parameter(torch.ones(2))], "foreach": True})
+
+
+def test_fused_is_a_hyperparameter_of_exactly_the_fused_optimizers() -> None:
+    for key, entry in REGISTRY.items():
+        cls = entry.cls
+        if isinstance(cls, type) and issubclass(cls, SteepestOptimizer):
+            assert ("fused" in cls.hyperparameter_defaults) == cls.capabilities.supports_fused, key
+
+
+def _failing_backend(gm: torch.fx.GraphModule, example_inputs: list[torch.Tensor]) -> Any:
+    raise RuntimeError("no compiler here")
+
+
+def test_compile_failure_falls_back_to_foreach_with_one_warning(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(_fused, "COMPILE_BACKEND", _failing_backend)
+    problem = SumOfQuadratics()
+    trajectories = []
+    for path in ({"fused": True}, {"foreach": True}):
+        params = make_params(torch.float32)
+        opt = steepest.Lion(params, lr=0.01, weight_decay=0.1, **path)
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always")
+            for _ in range(4):
+                take_step(opt, params, lambda: problem.loss(params))
+        fallbacks = [w for w in caught if issubclass(w.category, _fused.FusedFallbackWarning)]
+        assert len(fallbacks) == (1 if path.get("fused") else 0)
+        if path.get("fused"):
+            assert "no compiler here" in str(fallbacks[0].message) or "BackendCompilerFailed" in str(fallbacks[0].message)
+        trajectories.append([p.detach().clone() for p in params])
+    for fused, foreach in zip(*trajectories, strict=True):
+        assert torch.equal(fused, foreach)
+
+
+def test_fused_none_follows_the_documented_size_rule(monkeypatch: pytest.MonkeyPatch) -> None:
+    params = make_params(torch.float32)
+    numel = sum(p.numel() for p in params)
+    for threshold, expect_fused in ((numel + 1, False), (numel, True)):
+        monkeypatch.setattr(_fused, "FUSED_AUTO_MIN_NUMEL", threshold)
+        opt = steepest.Lion(params, lr=0.01)
+        assert opt._use_fused(opt.param_groups[0], params) is expect_fused
+    # An explicit foreach=True keeps the foreach path whatever the size.
+    opt = steepest.Lion(params, lr=0.01, foreach=True)
+    assert opt._use_fused(opt.param_groups[0], params) is False
+
+
+def test_compiled_update_is_shared_by_instances() -> None:
+    problem = SumOfQuadratics()
+    for _ in range(3):
+        params = make_params(torch.float32)
+        opt = steepest.Lion(params, lr=0.01, fused=True)
+        take_step(opt, params, lambda: problem.loss(params))
+    assert counters["stats"]["unique_graphs"] == 1
