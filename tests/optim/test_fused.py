@@ -82,7 +82,9 @@ def _schedule(opt: torch.optim.Optimizer, initial: list[dict[str, Any]], step: i
             group["weight_decay"] = start["weight_decay"] * (1 + 0.1 * (step % 4))
 
 
-def _trajectory(key: str, kwargs: dict[str, Any], dtype: torch.dtype, steps: int, **path: Any) -> list[list[torch.Tensor]]:
+def _trajectory(
+    key: str, kwargs: dict[str, Any], dtype: torch.dtype, steps: int, **path: Any
+) -> list[list[torch.Tensor]]:
     problem = SumOfQuadratics()
     params = make_params(dtype)
     opt = build(key, params, **kwargs, **path)
@@ -99,7 +101,9 @@ def _trajectory(key: str, kwargs: dict[str, Any], dtype: torch.dtype, steps: int
     return out
 
 
-def _assert_close(expected: list[list[torch.Tensor]], actual: list[list[torch.Tensor]], rtol: float, atol: float) -> None:
+def _assert_close(
+    expected: list[list[torch.Tensor]], actual: list[list[torch.Tensor]], rtol: float, atol: float
+) -> None:
     for step, (e_step, a_step) in enumerate(zip(expected, actual, strict=True)):
         for e, a in zip(e_step, a_step, strict=True):
             torch.testing.assert_close(a, e, rtol=rtol, atol=atol, msg=lambda m, s=step: f"step {s}: {m}")
@@ -134,16 +138,20 @@ def test_fused_matches_per_tensor_float32(key: str) -> None:
 def test_state_dict_round_trip_between_fused_and_unfused(key: str, direction: str) -> None:
     """A checkpoint taken on one path continues on the other as an uninterrupted run would."""
     kwargs = DB[key].variants[0]
-    first, second = ({"fused": True}, {"foreach": False}) if direction.startswith("fused") else ({"foreach": False}, {"fused": True})
+    first, second = (
+        ({"fused": True}, {"foreach": False})
+        if direction.startswith("fused")
+        else ({"foreach": False}, {"fused": True})
+    )
     problem = SumOfQuadratics()
     params = make_params()
     opt = build(key, params, **kwargs, **first)
     for _ in range(3):
-        take_step(opt, params, lambda: problem.loss(params))
+        take_step(opt, params, lambda params=params: problem.loss(params))
     saved_params = [p.detach().clone() for p in params]
     state = copy.deepcopy(opt.state_dict())
     for _ in range(3):
-        take_step(opt, params, lambda: problem.loss(params))
+        take_step(opt, params, lambda params=params: problem.loss(params))
 
     resumed_params = [torch.nn.Parameter(p.clone()) for p in saved_params]
     resumed = build(key, resumed_params, **kwargs, **second)
@@ -185,11 +193,13 @@ def test_compile_failure_falls_back_to_foreach_with_one_warning(monkeypatch: pyt
         with warnings.catch_warnings(record=True) as caught:
             warnings.simplefilter("always")
             for _ in range(4):
-                take_step(opt, params, lambda: problem.loss(params))
+                take_step(opt, params, lambda params=params: problem.loss(params))
         fallbacks = [w for w in caught if issubclass(w.category, _fused.FusedFallbackWarning)]
         assert len(fallbacks) == (1 if path.get("fused") else 0)
         if path.get("fused"):
-            assert "no compiler here" in str(fallbacks[0].message) or "BackendCompilerFailed" in str(fallbacks[0].message)
+            assert "no compiler here" in str(fallbacks[0].message) or "BackendCompilerFailed" in str(
+                fallbacks[0].message
+            )
         trajectories.append([p.detach().clone() for p in params])
     for fused, foreach in zip(*trajectories, strict=True):
         assert torch.equal(fused, foreach)
@@ -212,5 +222,5 @@ def test_compiled_update_is_shared_by_instances() -> None:
     for _ in range(3):
         params = make_params(torch.float32)
         opt = steepest.Lion(params, lr=0.01, fused=True)
-        take_step(opt, params, lambda: problem.loss(params))
+        take_step(opt, params, lambda params=params: problem.loss(params))
     assert counters["stats"]["unique_graphs"] == 1

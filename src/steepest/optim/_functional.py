@@ -13,6 +13,8 @@ numbers), so an update written with them serves both paths.
 from __future__ import annotations
 
 from collections.abc import Sequence
+from typing import overload
+
 import torch
 from torch import Tensor
 
@@ -75,6 +77,10 @@ def increment_steps(steps: Sequence[Tensor]) -> list[float]:
     return values
 
 
+@overload
+def bias_correction(beta: float, step: float) -> float: ...
+@overload
+def bias_correction(beta: Scalar, step: Scalar) -> Scalar: ...
 def bias_correction(beta: Scalar, step: Scalar) -> Scalar:
     """``1 - beta**step``: the Adam bias correction of an EMA with decay ``beta``."""
     return 1.0 - beta**step

@@ -108,11 +108,7 @@ class HyperparameterTensors:
                 continue
             if _is_real(value, name in float_names):
                 view[name] = self._scalar(index, name, 0, value, device, dtype)
-            elif (
-                isinstance(value, tuple | list)
-                and value
-                and all(_is_real(v, name in float_names) for v in value)
-            ):
+            elif isinstance(value, tuple | list) and value and all(_is_real(v, name in float_names) for v in value):
                 view[name] = tuple(self._scalar(index, name, i, v, device, dtype) for i, v in enumerate(value))
             else:
                 view[name] = value
@@ -153,7 +149,7 @@ def compile_supported() -> bool:
     """Whether dynamo can run here at all (Python version, platform)."""
     try:
         return bool(torch._dynamo.is_dynamo_supported())
-    except Exception:  # noqa: BLE001 - any failure to even ask means no
+    except Exception:  # any failure to even ask means no
         return False
 
 

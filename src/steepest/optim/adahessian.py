@@ -11,7 +11,7 @@ from torch import Tensor
 
 from steepest.optim._base import ParamGroup
 from steepest.optim._curvature_base import HutchinsonOptimizer
-from steepest.optim._functional import bias_correction, increment_step
+from steepest.optim._functional import bias_correction, increment_step, increment_steps
 from steepest.optim._validation import Boolean, Integer, Interval, Rule
 
 
@@ -157,7 +157,7 @@ class AdaHessian(HutchinsonOptimizer):
         power = group["hessian_power"]
         exp_avgs = [s["exp_avg"] for s in states]
         exp_hess = [s["exp_hessian_diag_sq"] for s in states]
-        steps = [increment_step(s["step"]) for s in states]
+        steps = increment_steps([s["step"] for s in states])
         diags = [self._curvature(p, group) for p in params]
         torch._foreach_mul_(exp_avgs, beta1)
         torch._foreach_add_(exp_avgs, grads, alpha=1.0 - beta1)
