@@ -77,6 +77,7 @@ def _requirements(entry: RegistryEntry) -> str:
         f"closure: {yes_no[caps.requires_closure]}; "
         f"create_graph: {yes_no[caps.needs_create_graph]}; "
         f"foreach path: {yes_no[caps.supports_foreach]}; "
+        f"fused path: {yes_no[caps.supports_fused or entry.key in ('sgd', 'adamw')]}; "
         f"named parameters: {yes_no[caps.needs_named_parameters]}; "
         f"sparse gradients: {'supported' if caps.supports_sparse else 'no (raise)'}"
     )
