@@ -1,6 +1,7 @@
 """Optimizers, one module per published algorithm, and the registry that lists them."""
 
 from steepest.optim._base import Capabilities, SteepestOptimizer
+from steepest.optim._fused import FusedFallbackWarning
 from steepest.optim._memory import state_bytes
 from steepest.optim._projectors import lowrank_param_groups
 from steepest.optim._registry import (
@@ -65,6 +66,7 @@ __all__ = [
     "DiffGrad",
     "Fira",
     "ForwardGradient",
+    "FusedFallbackWarning",
     "GaLoreAdamW",
     "Lion",
     "MeZO",
