@@ -6,7 +6,9 @@ hyperparameter variant of ``optim_db``. A run drives 50 steps with a scheduler t
 
 * the fused trajectory equals the per-tensor one: float64 to rtol 1e-12 (the hyperparameter tensors
   are float64 there, so only the order of floating-point operations differs); float32 to rtol 1e-5
-  over 10 steps (the scalar arithmetic runs in float32 inside the kernel, in double in eager);
+  over 10 steps, with and without ``maximize`` (the scalar arithmetic runs in float32 inside the
+  kernel, in double in eager); bfloat16 to 2e-2 over 5 steps (inductor computes bfloat16 in float32
+  and rounds once per stored value, eager rounds after every op);
 * exactly two graphs are compiled (the full bucket, and the bucket without the dropped parameter)
   and none after step 3: hyperparameter changes never recompile;
 * no :class:`FusedFallbackWarning` (the update compiled as one graph).
@@ -126,11 +128,21 @@ def test_fused_matches_per_tensor_float64_without_recompiles(key: str, variant: 
 
 
 @pytest.mark.parametrize("key", FUSED_KEYS)
-def test_fused_matches_per_tensor_float32(key: str) -> None:
-    kwargs = DB[key].variants[0]
+@pytest.mark.parametrize("maximize", [False, True])
+def test_fused_matches_per_tensor_float32(key: str, maximize: bool) -> None:
+    kwargs = {**DB[key].variants[0], "maximize": maximize}
     expected = _trajectory(key, kwargs, torch.float32, 10, foreach=False)
     actual = _trajectory(key, kwargs, torch.float32, 10, fused=True)
     _assert_close(expected, actual, rtol=1e-5, atol=1e-6)
+
+
+@pytest.mark.parametrize("key", FUSED_KEYS)
+def test_fused_matches_per_tensor_bfloat16(key: str) -> None:
+    """bfloat16 parameters and state; hyperparameters stay float32 tensors, as eager keeps doubles."""
+    kwargs = DB[key].variants[0]
+    expected = _trajectory(key, kwargs, torch.bfloat16, 5, foreach=False)
+    actual = _trajectory(key, kwargs, torch.bfloat16, 5, fused=True)
+    _assert_close(expected, actual, rtol=2e-2, atol=2e-2)
 
 
 @pytest.mark.parametrize("key", FUSED_KEYS)
