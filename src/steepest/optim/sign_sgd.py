@@ -7,11 +7,13 @@ from typing import Any
 import torch
 from torch import Tensor
 
-from steepest.optim._base import ParamGroup, SteepestOptimizer
+from steepest.optim._base import Capabilities, ParamGroup, SteepestOptimizer
 from steepest.optim._functional import (
+    add_scaled_,
     decay_weights_,
     foreach_decay_weights_,
     foreach_nan_preserving_sign,
+    lerp_,
     nan_preserving_sign,
 )
 
@@ -46,6 +48,8 @@ class SignSGD(SteepestOptimizer):
         weight_decay: decoupled decay :math:`\lambda`, default 0.
         maximize: ascend the objective instead.
         foreach: use the ``torch._foreach_*`` path (``None``: yes).
+        fused: compile the per-tensor update over each device and dtype bucket
+            (:mod:`steepest.optim._fused`; ``None``: only for groups of at least 2**24 elements).
 
     Requirements: gradients only; no closure.
 
@@ -59,6 +63,8 @@ class SignSGD(SteepestOptimizer):
         tensor([ 0.5000, -1.5000,  3.0000])
     """
 
+    capabilities = Capabilities(supports_fused=True)
+
     def __init__(
         self,
         params: Any,
@@ -67,8 +73,9 @@ class SignSGD(SteepestOptimizer):
         *,
         maximize: bool = False,
         foreach: bool | None = None,
+        fused: bool | None = None,
     ) -> None:
-        super().__init__(params, lr=lr, weight_decay=weight_decay, maximize=maximize, foreach=foreach)
+        super().__init__(params, lr=lr, weight_decay=weight_decay, maximize=maximize, foreach=foreach, fused=fused)
 
     def _single_tensor_update(
         self, group: ParamGroup, params: list[Tensor], grads: list[Tensor], states: list[dict[str, Any]]
@@ -76,7 +83,7 @@ class SignSGD(SteepestOptimizer):
         lr, wd = group["lr"], group["weight_decay"]
         for param, grad in zip(params, grads, strict=True):
             decay_weights_(param, lr, wd)
-            param.add_(nan_preserving_sign(grad), alpha=-lr)
+            add_scaled_(param, nan_preserving_sign(grad), -lr)
 
     def _foreach_update(
         self, group: ParamGroup, params: list[Tensor], grads: list[Tensor], states: list[dict[str, Any]]
@@ -123,6 +130,8 @@ class Signum(SteepestOptimizer):
         weight_decay: decoupled decay :math:`\lambda`, default 0.
         maximize: ascend the objective instead.
         foreach: use the ``torch._foreach_*`` path (``None``: yes).
+        fused: compile the per-tensor update over each device and dtype bucket
+            (:mod:`steepest.optim._fused`; ``None``: only for groups of at least 2**24 elements).
 
     Requirements: gradients only; no closure.
 
@@ -138,6 +147,7 @@ class Signum(SteepestOptimizer):
         tensor([ 0., -1.])
     """
 
+    capabilities = Capabilities(supports_fused=True)
     param_state = ("momentum_buffer",)
 
     def __init__(
@@ -149,9 +159,10 @@ class Signum(SteepestOptimizer):
         *,
         maximize: bool = False,
         foreach: bool | None = None,
+        fused: bool | None = None,
     ) -> None:
         super().__init__(
-            params, lr=lr, momentum=momentum, weight_decay=weight_decay, maximize=maximize, foreach=foreach
+            params, lr=lr, momentum=momentum, weight_decay=weight_decay, maximize=maximize, foreach=foreach, fused=fused
         )
 
     def _single_tensor_update(
@@ -160,9 +171,9 @@ class Signum(SteepestOptimizer):
         lr, beta, wd = group["lr"], group["momentum"], group["weight_decay"]
         for param, grad, state in zip(params, grads, states, strict=True):
             buf = state["momentum_buffer"]
-            buf.lerp_(grad, 1.0 - beta)
+            lerp_(buf, grad, 1.0 - beta)
             decay_weights_(param, lr, wd)
-            param.add_(buf.sign(), alpha=-lr)
+            add_scaled_(param, buf.sign(), -lr)
 
     def _foreach_update(
         self, group: ParamGroup, params: list[Tensor], grads: list[Tensor], states: list[dict[str, Any]]
