@@ -9,8 +9,17 @@ from typing import Any
 import torch
 from torch import Tensor
 
-from steepest.optim._base import ParamGroup, StateSpec, SteepestOptimizer
-from steepest.optim._functional import bias_correction, increment_step, increment_steps
+from steepest.optim._base import Capabilities, ParamGroup, StateSpec, SteepestOptimizer
+from steepest.optim._functional import (
+    Scalar,
+    add_scaled_,
+    addcdiv_scaled_,
+    addcmul_scaled_,
+    bias_correction,
+    increment_step,
+    increment_steps,
+    lerp_,
+)
 from steepest.optim._validation import Boolean
 
 
@@ -30,6 +39,24 @@ def rectification(beta1: float, beta2: float, step: float, degenerated_to_sgd: b
         numerator = (1.0 - beta2_t) * (rho - 4.0) * (rho - 2.0) * rho_inf
         return True, math.sqrt(numerator / ((rho_inf - 4.0) * (rho_inf - 2.0) * rho)) / bc1
     return False, (1.0 / bc1 if degenerated_to_sgd else 0.0)
+
+
+def tensor_rectification(beta1: Tensor, beta2: Tensor, step: Tensor, degenerated_to_sgd: bool) -> tuple[Tensor, Tensor]:
+    r""":func:`rectification` as tensor math for the compiled fused path: ``(adaptive_k, sgd_k)``.
+
+    Exactly one is non-zero: ``adaptive_k`` (the ``k`` of an adaptive step) when
+    :math:`\rho_t \ge 5`, else ``sgd_k`` (``1 / bc1`` or 0), so no host-side branch is needed.
+    """
+    bc1 = bias_correction(beta1, step)
+    beta2_t = beta2**step
+    rho_inf = 2.0 / (1.0 - beta2) - 1.0
+    rho = rho_inf - 2.0 * step * beta2_t / (1.0 - beta2_t)
+    adaptive = rho >= 5.0
+    ratio = (1.0 - beta2_t) * (rho - 4.0) * (rho - 2.0) * rho_inf / ((rho_inf - 4.0) * (rho_inf - 2.0) * rho)
+    zero = torch.zeros_like(bc1)
+    adaptive_k = torch.where(adaptive, ratio.clamp(min=0.0) ** 0.5 / bc1, zero)
+    sgd_k = torch.where(adaptive, zero, 1.0 / bc1 if degenerated_to_sgd else zero)
+    return adaptive_k, sgd_k
 
 
 class AdaBelief(SteepestOptimizer):
@@ -106,6 +133,8 @@ class AdaBelief(SteepestOptimizer):
             none. Default True (official code).
         maximize: ascend the objective instead.
         foreach: use the ``torch._foreach_*`` path (``None``: yes).
+        fused: compile the per-tensor update over each device and dtype bucket
+            (:mod:`steepest.optim._fused`; ``None``: only for groups of at least 2**24 elements).
 
     Requirements: gradients only; no closure.
 
@@ -125,6 +154,7 @@ class AdaBelief(SteepestOptimizer):
         tensor([ 0.8889, -1.8889])
     """
 
+    capabilities = Capabilities(supports_fused=True)
     param_state = ("exp_avg", "exp_avg_var")
     scalar_state = ("step",)
     hyperparameter_rules = MappingProxyType(
@@ -146,6 +176,7 @@ class AdaBelief(SteepestOptimizer):
         degenerated_to_sgd: bool = True,
         maximize: bool = False,
         foreach: bool | None = None,
+        fused: bool | None = None,
     ) -> None:
         super().__init__(
             params,
@@ -160,6 +191,7 @@ class AdaBelief(SteepestOptimizer):
             degenerated_to_sgd=degenerated_to_sgd,
             maximize=maximize,
             foreach=foreach,
+            fused=fused,
         )
 
     def state_shapes(self, param: Tensor, group: ParamGroup) -> StateSpec:
@@ -175,10 +207,10 @@ class AdaBelief(SteepestOptimizer):
         return "step (scalar), exp_avg and exp_avg_var (like the parameter); max_exp_avg_var with amsgrad"
 
     @staticmethod
-    def _decay_factor(group: ParamGroup) -> float | None:
+    def _decay_factor(group: ParamGroup) -> Scalar | None:
         """The decoupled decay multiplier, or None when there is none."""
         wd = group["weight_decay"]
-        if not group["weight_decouple"] or wd == 0.0:
+        if not group["weight_decouple"] or (not isinstance(wd, Tensor) and wd == 0.0):
             return None
         return 1.0 - wd if group["fixed_decay"] else 1.0 - group["lr"] * wd
 
@@ -187,26 +219,31 @@ class AdaBelief(SteepestOptimizer):
     ) -> None:
         lr, (beta1, beta2), eps, wd = group["lr"], group["betas"], group["eps"], group["weight_decay"]
         decay = self._decay_factor(group)
-        l2 = not group["weight_decouple"] and wd != 0.0
+        l2 = not group["weight_decouple"] and (isinstance(wd, Tensor) or wd != 0.0)
         for param, grad, state in zip(params, grads, states, strict=True):
             exp_avg, exp_avg_var = state["exp_avg"], state["exp_avg_var"]
             step = increment_step(state["step"])
             if decay is not None:
                 param.mul_(decay)
             if l2:
-                grad = grad.add(param, alpha=wd)  # a new tensor: p.grad stays as it was
-            exp_avg.lerp_(grad, 1.0 - beta1)
+                grad = add_scaled_(grad.clone(), param, wd)  # a new tensor: p.grad stays as it was
+            lerp_(exp_avg, grad, 1.0 - beta1)
             residual = grad - exp_avg
-            exp_avg_var.mul_(beta2).addcmul_(residual, residual, value=1.0 - beta2).add_(eps)
+            addcmul_scaled_(exp_avg_var.mul_(beta2), residual, residual, 1.0 - beta2).add_(eps)
             if not group["rectify"]:
                 second = exp_avg_var
                 if group["amsgrad"]:
                     second = torch.maximum(state["max_exp_avg_var"], exp_avg_var, out=state["max_exp_avg_var"])
-                denom = (second.sqrt() / math.sqrt(bias_correction(beta2, step))).add_(eps)
-                param.addcdiv_(exp_avg, denom, value=-lr / bias_correction(beta1, step))
+                denom = (second.sqrt() / bias_correction(beta2, step) ** 0.5).add_(eps)
+                addcdiv_scaled_(param, exp_avg, denom, -lr / bias_correction(beta1, step))
                 continue
             if group["amsgrad"]:  # kept up to date, but the rectified step uses s (official code)
                 torch.maximum(state["max_exp_avg_var"], exp_avg_var, out=state["max_exp_avg_var"])
+            if isinstance(step, Tensor):
+                adaptive_k, sgd_k = tensor_rectification(beta1, beta2, step, group["degenerated_to_sgd"])
+                direction = torch.where(adaptive_k > 0, exp_avg / exp_avg_var.sqrt().add_(eps), exp_avg)
+                param.add_(direction * (-lr * (adaptive_k + sgd_k)))
+                continue
             adaptive, k = rectification(beta1, beta2, step, group["degenerated_to_sgd"])
             if adaptive:
                 param.addcdiv_(exp_avg, exp_avg_var.sqrt().add_(eps), value=-lr * k)
