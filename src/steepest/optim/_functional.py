@@ -12,6 +12,7 @@ numbers), so an update written with them serves both paths.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Sequence
 from typing import overload
 
@@ -32,6 +33,17 @@ def increment_step(step: Tensor) -> Scalar:
     if torch.compiler.is_compiling():
         return step
     return float(step.item())
+
+
+@overload
+def scalar_sqrt(value: float) -> float: ...
+@overload
+def scalar_sqrt(value: Tensor) -> Tensor: ...
+def scalar_sqrt(value: Scalar) -> Scalar:
+    """``math.sqrt`` for a float (the eager path's exact rounding), ``Tensor.sqrt`` for a tensor."""
+    if isinstance(value, Tensor):
+        return value.sqrt()
+    return math.sqrt(value)
 
 
 def add_scaled_(tensor: Tensor, other: Tensor, scale: Scalar) -> Tensor:
@@ -79,6 +91,10 @@ def increment_steps(steps: Sequence[Tensor]) -> list[float]:
 
 @overload
 def bias_correction(beta: float, step: float) -> float: ...
+@overload
+def bias_correction(beta: Tensor, step: Scalar) -> Tensor: ...
+@overload
+def bias_correction(beta: Scalar, step: Tensor) -> Tensor: ...
 @overload
 def bias_correction(beta: Scalar, step: Scalar) -> Scalar: ...
 def bias_correction(beta: Scalar, step: Scalar) -> Scalar:

@@ -19,6 +19,7 @@ from steepest.optim._functional import (
     increment_step,
     increment_steps,
     lerp_,
+    scalar_sqrt,
 )
 from steepest.optim._validation import Boolean
 
@@ -234,7 +235,7 @@ class AdaBelief(SteepestOptimizer):
                 second = exp_avg_var
                 if group["amsgrad"]:
                     second = torch.maximum(state["max_exp_avg_var"], exp_avg_var, out=state["max_exp_avg_var"])
-                denom = (second.sqrt() / bias_correction(beta2, step) ** 0.5).add_(eps)
+                denom = (second.sqrt() / scalar_sqrt(bias_correction(beta2, step))).add_(eps)
                 addcdiv_scaled_(param, exp_avg, denom, -lr / bias_correction(beta1, step))
                 continue
             if group["amsgrad"]:  # kept up to date, but the rectified step uses s (official code)

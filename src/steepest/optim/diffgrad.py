@@ -2,25 +2,32 @@
 
 from __future__ import annotations
 
-import math
-from typing import Any
+from typing import Any, overload
 
 import torch
 from torch import Tensor
 
-from steepest.optim._base import ParamGroup, SteepestOptimizer
+from steepest.optim._base import Capabilities, ParamGroup, SteepestOptimizer
 from steepest.optim._functional import (
+    Scalar,
+    add_scaled_,
+    addcdiv_scaled_,
     bias_correction,
     foreach_update_moments_,
     increment_step,
     increment_steps,
+    scalar_sqrt,
     update_moments_,
 )
 
 
-def _step_size(lr: float, beta1: float, beta2: float, step: float) -> float:
+@overload
+def _step_size(lr: float, beta1: float, beta2: float, step: float) -> float: ...
+@overload
+def _step_size(lr: Scalar, beta1: Scalar, beta2: Scalar, step: Scalar) -> Scalar: ...
+def _step_size(lr: Scalar, beta1: Scalar, beta2: Scalar, step: Scalar) -> Scalar:
     """``lr * sqrt(1 - beta2**t) / (1 - beta1**t)``: both bias corrections in one scalar (eps form A)."""
-    return lr * math.sqrt(bias_correction(beta2, step)) / bias_correction(beta1, step)
+    return lr * scalar_sqrt(bias_correction(beta2, step)) / bias_correction(beta1, step)
 
 
 class DiffGrad(SteepestOptimizer):
@@ -63,6 +70,8 @@ class DiffGrad(SteepestOptimizer):
             (official code).
         maximize: ascend the objective instead.
         foreach: use the ``torch._foreach_*`` path (``None``: yes).
+        fused: compile the per-tensor update over each device and dtype bucket
+            (:mod:`steepest.optim._fused`; ``None``: only for groups of at least 2**24 elements).
 
     Requirements: gradients only; no closure.
 
@@ -76,6 +85,7 @@ class DiffGrad(SteepestOptimizer):
         tensor([ 0.9378, -1.9378])
     """
 
+    capabilities = Capabilities(supports_fused=True)
     param_state = ("exp_avg", "exp_avg_sq", "previous_grad")
     scalar_state = ("step",)
 
@@ -89,9 +99,17 @@ class DiffGrad(SteepestOptimizer):
         *,
         maximize: bool = False,
         foreach: bool | None = None,
+        fused: bool | None = None,
     ) -> None:
         super().__init__(
-            params, lr=lr, betas=betas, eps=eps, weight_decay=weight_decay, maximize=maximize, foreach=foreach
+            params,
+            lr=lr,
+            betas=betas,
+            eps=eps,
+            weight_decay=weight_decay,
+            maximize=maximize,
+            foreach=foreach,
+            fused=fused,
         )
 
     def _single_tensor_update(
@@ -101,13 +119,13 @@ class DiffGrad(SteepestOptimizer):
         for param, grad, state in zip(params, grads, states, strict=True):
             exp_avg, exp_avg_sq, previous_grad = state["exp_avg"], state["exp_avg_sq"], state["previous_grad"]
             step = increment_step(state["step"])
-            if wd != 0.0:
-                grad = grad.add(param, alpha=wd)  # a new tensor: p.grad stays as it was
+            if isinstance(wd, Tensor) or wd != 0.0:
+                grad = add_scaled_(grad.clone(), param, wd)  # a new tensor: p.grad stays as it was
             update_moments_(exp_avg, exp_avg_sq, grad, beta1, beta2)
             friction = (previous_grad - grad).abs_().sigmoid_()
             previous_grad.copy_(grad)
             denom = exp_avg_sq.sqrt().add_(eps)
-            param.addcdiv_(friction.mul_(exp_avg), denom, value=-_step_size(lr, beta1, beta2, step))
+            addcdiv_scaled_(param, friction.mul_(exp_avg), denom, -_step_size(lr, beta1, beta2, step))
 
     def _foreach_update(
         self, group: ParamGroup, params: list[Tensor], grads: list[Tensor], states: list[dict[str, Any]]
