@@ -11,12 +11,16 @@ from torch import Tensor
 
 from steepest.optim._base import Capabilities, ParamGroup, SteepestOptimizer
 from steepest.optim._functional import (
+    addcdiv_scaled_,
+    addcmul_scaled_,
     bias_correction,
     decay_weights_,
     foreach_decay_weights_,
     global_norm,
     increment_step,
     increment_steps,
+    lerp_,
+    scalar_sqrt,
 )
 from steepest.optim._validation import NON_NEGATIVE, UNIT_OPEN, Boolean, Tuple
 
@@ -85,6 +89,8 @@ class Adan(SteepestOptimizer):
         no_prox: decoupled decay instead of the proximal step, default False (official code).
         maximize: ascend the objective instead.
         foreach: use the ``torch._foreach_*`` path (``None``: yes).
+        fused: compile the per-tensor update over each device and dtype bucket
+            (:mod:`steepest.optim._fused`; ``None``: only for groups of at least 2**24 elements).
 
     Requirements: gradients only; no closure (one is called first if given).
 
@@ -98,7 +104,7 @@ class Adan(SteepestOptimizer):
         tensor([ 0.9000, -1.9000])
     """
 
-    capabilities = Capabilities(global_statistic=True)
+    capabilities = Capabilities(global_statistic=True, supports_fused=True)
     param_state = ("exp_avg", "exp_avg_diff", "exp_avg_sq", "prev_grad")
     scalar_state = ("step",)
     hyperparameter_rules = MappingProxyType(
@@ -119,6 +125,7 @@ class Adan(SteepestOptimizer):
         no_prox: bool = False,
         maximize: bool = False,
         foreach: bool | None = None,
+        fused: bool | None = None,
     ) -> None:
         super().__init__(
             params,
@@ -130,6 +137,7 @@ class Adan(SteepestOptimizer):
             no_prox=no_prox,
             maximize=maximize,
             foreach=foreach,
+            fused=fused,
         )
 
     def add_param_group(self, param_group: dict[str, Any]) -> None:
@@ -167,23 +175,25 @@ class Adan(SteepestOptimizer):
             exp_avg, exp_avg_diff, exp_avg_sq = state["exp_avg"], state["exp_avg_diff"], state["exp_avg_sq"]
             prev_grad = state["prev_grad"]
             step = increment_step(state["step"])
-            if step == 1:
+            if isinstance(step, Tensor):
+                prev_grad.copy_(torch.where(step == 1, grad, prev_grad))
+            elif step == 1:
                 prev_grad.copy_(grad)  # g_0 = g_1: no difference at the first step
             diff = grad - prev_grad
-            exp_avg.lerp_(grad, 1.0 - beta1)
-            exp_avg_diff.lerp_(diff, 1.0 - beta2)
+            lerp_(exp_avg, grad, 1.0 - beta1)
+            lerp_(exp_avg_diff, diff, 1.0 - beta2)
             # n <- beta3 n + (1 - beta3) (g + beta2 d)^2; g + beta2 d = lerp(g_prev, g, 1 + beta2)
-            corrected = prev_grad.lerp_(grad, 1.0 + beta2)
-            exp_avg_sq.mul_(beta3).addcmul_(corrected, corrected, value=1.0 - beta3)
+            corrected = lerp_(prev_grad, grad, 1.0 + beta2)
+            addcmul_scaled_(exp_avg_sq.mul_(beta3), corrected, corrected, 1.0 - beta3)
             prev_grad.copy_(grad)
             # sqrt(n / b3) + eps = (sqrt(n) + eps sqrt(b3)) / sqrt(b3): fold sqrt(b3) into the steps
-            sqrt_bc3 = math.sqrt(bias_correction(beta3, step))
+            sqrt_bc3 = scalar_sqrt(bias_correction(beta3, step))
             denom = exp_avg_sq.sqrt().add_(eps * sqrt_bc3)
             if no_prox:
                 decay_weights_(param, lr, wd)
-            param.addcdiv_(exp_avg, denom, value=-lr * sqrt_bc3 / bias_correction(beta1, step))
-            param.addcdiv_(exp_avg_diff, denom, value=-lr * beta2 * sqrt_bc3 / bias_correction(beta2, step))
-            if wd != 0.0 and not no_prox:
+            addcdiv_scaled_(param, exp_avg, denom, -lr * sqrt_bc3 / bias_correction(beta1, step))
+            addcdiv_scaled_(param, exp_avg_diff, denom, -lr * beta2 * sqrt_bc3 / bias_correction(beta2, step))
+            if (isinstance(wd, Tensor) or wd != 0.0) and not no_prox:
                 param.div_(1.0 + lr * wd)
 
     def _foreach_update(
