@@ -2,19 +2,21 @@
 
 from __future__ import annotations
 
-import math
 from types import MappingProxyType
-from typing import Any
+from typing import Any, overload
 
 import torch
 from torch import Tensor
 
-from steepest.optim._base import ParamGroup, SteepestOptimizer
+from steepest.optim._base import Capabilities, ParamGroup, SteepestOptimizer
 from steepest.optim._functional import (
+    Scalar,
+    add_scaled_,
     bias_correction,
     foreach_update_moments_,
     increment_step,
     increment_steps,
+    scalar_sqrt,
     trust_ratio,
     update_moments_,
 )
@@ -74,6 +76,8 @@ class LAMB(SteepestOptimizer):
             False is cybertronai's "paper v3" form.
         maximize: ascend the objective instead.
         foreach: use the ``torch._foreach_*`` path (``None``: yes).
+        fused: compile the per-tensor update over each device and dtype bucket
+            (:mod:`steepest.optim._fused`; ``None``: only for groups of at least 2**24 elements).
 
     Requirements: gradients only; no closure. Each parameter tensor is one "layer": the trust
     ratio uses per-tensor norms.
@@ -88,6 +92,7 @@ class LAMB(SteepestOptimizer):
         tensor([2.6464, 3.6464])
     """
 
+    capabilities = Capabilities(supports_fused=True)
     param_state = ("exp_avg", "exp_avg_sq")
     scalar_state = ("step",)
     hyperparameter_rules = MappingProxyType({"clamp_value": Optional(POSITIVE), "bias_correction": Boolean()})
@@ -104,6 +109,7 @@ class LAMB(SteepestOptimizer):
         bias_correction: bool = True,
         maximize: bool = False,
         foreach: bool | None = None,
+        fused: bool | None = None,
     ) -> None:
         super().__init__(
             params,
@@ -115,10 +121,17 @@ class LAMB(SteepestOptimizer):
             bias_correction=bias_correction,
             maximize=maximize,
             foreach=foreach,
+            fused=fused,
         )
 
+    @overload
     @staticmethod
-    def _corrections(group: ParamGroup, step: float) -> tuple[float, float]:
+    def _corrections(group: ParamGroup, step: float) -> tuple[float, float]: ...
+    @overload
+    @staticmethod
+    def _corrections(group: ParamGroup, step: Scalar) -> tuple[Scalar, Scalar]: ...
+    @staticmethod
+    def _corrections(group: ParamGroup, step: Scalar) -> tuple[Scalar, Scalar]:
         r"""``(c, eps')`` with :math:`r = c\, m / (\sqrt{v} + \epsilon')`, the corrections folded in.
 
         :math:`\hat m/(\sqrt{\hat v} + \epsilon) = (\sqrt{b_2}/b_1)\, m / (\sqrt{v} + \epsilon\sqrt{b_2})`.
@@ -126,7 +139,7 @@ class LAMB(SteepestOptimizer):
         if not group["bias_correction"]:
             return 1.0, group["eps"]
         beta1, beta2 = group["betas"]
-        sqrt_bc2 = math.sqrt(bias_correction(beta2, step))
+        sqrt_bc2 = scalar_sqrt(bias_correction(beta2, step))
         return sqrt_bc2 / bias_correction(beta1, step), group["eps"] * sqrt_bc2
 
     def _single_tensor_update(
@@ -139,8 +152,8 @@ class LAMB(SteepestOptimizer):
             update_moments_(exp_avg, exp_avg_sq, grad, beta1, beta2)
             scale, eps = self._corrections(group, step)
             ratio = exp_avg / exp_avg_sq.sqrt().add_(eps)  # r = scale * ratio
-            if wd != 0.0:
-                update = ratio.mul_(scale).add_(param, alpha=wd)  # u = r + wd * x
+            if isinstance(wd, Tensor) or wd != 0.0:
+                update = add_scaled_(ratio.mul_(scale), param, wd)  # u = r + wd * x
                 scale = 1.0
             else:
                 update = ratio  # u = scale * ratio
@@ -150,7 +163,7 @@ class LAMB(SteepestOptimizer):
                 weight_norm = weight_norm.clamp(max=clamp)
             update_norm = torch.linalg.vector_norm(update, dtype=norm_dtype) * scale
             trust = trust_ratio(weight_norm, update_norm)
-            param.add_(update * (trust * scale), alpha=-lr)
+            add_scaled_(param, update * (trust * scale), -lr)
 
     def _foreach_update(
         self, group: ParamGroup, params: list[Tensor], grads: list[Tensor], states: list[dict[str, Any]]

@@ -8,8 +8,8 @@ from typing import Any
 import torch
 from torch import Tensor
 
-from steepest.optim._base import ParamGroup, StateSpec, SteepestOptimizer
-from steepest.optim._functional import trust_ratio
+from steepest.optim._base import Capabilities, ParamGroup, StateSpec, SteepestOptimizer
+from steepest.optim._functional import add_scaled_, trust_ratio
 from steepest.optim._validation import POSITIVE, Boolean
 
 
@@ -64,6 +64,8 @@ class LARS(SteepestOptimizer):
             default True (kozistr, MoCo-v3); False adapts every tensor as the paper.
         maximize: ascend the objective instead.
         foreach: use the ``torch._foreach_*`` path (``None``: yes).
+        fused: compile the per-tensor update over each device and dtype bucket
+            (:mod:`steepest.optim._fused`; ``None``: only for groups of at least 2**24 elements).
 
     Requirements: gradients only; no closure. Each parameter tensor is one "layer": the local lr
     uses per-tensor norms.
@@ -78,6 +80,7 @@ class LARS(SteepestOptimizer):
         tensor([[2.9970, 3.9960]])
     """
 
+    capabilities = Capabilities(supports_fused=True)
     hyperparameter_rules = MappingProxyType(
         {"trust_coefficient": POSITIVE, "nesterov": Boolean(), "exclude_1d": Boolean()}
     )
@@ -95,6 +98,7 @@ class LARS(SteepestOptimizer):
         exclude_1d: bool = True,
         maximize: bool = False,
         foreach: bool | None = None,
+        fused: bool | None = None,
     ) -> None:
         super().__init__(
             params,
@@ -107,6 +111,7 @@ class LARS(SteepestOptimizer):
             exclude_1d=exclude_1d,
             maximize=maximize,
             foreach=foreach,
+            fused=fused,
         )
 
     def state_shapes(self, param: Tensor, group: ParamGroup) -> StateSpec:
@@ -136,12 +141,13 @@ class LARS(SteepestOptimizer):
                 weight_norm = torch.linalg.vector_norm(param, dtype=norm_dtype)
                 grad_norm = torch.linalg.vector_norm(grad, dtype=norm_dtype)
                 local_lr = trust_ratio(weight_norm, grad_norm + wd * weight_norm, trust_coefficient)
-                update = grad.add(param, alpha=wd).mul_(local_lr)
-            if momentum > 0:
+                update = add_scaled_(grad.clone(), param, wd).mul_(local_lr)
+            # Compiled, momentum is a tensor; its buffer exists exactly when it was > 0 at the first step.
+            if "momentum_buffer" in state if isinstance(momentum, Tensor) else momentum > 0:
                 buf = state["momentum_buffer"]
-                buf.mul_(momentum).add_(update, alpha=1.0 - dampening)
-                update = update.add(buf, alpha=momentum) if group["nesterov"] else buf
-            param.add_(update, alpha=-lr)
+                add_scaled_(buf.mul_(momentum), update, 1.0 - dampening)
+                update = add_scaled_(update.clone(), buf, momentum) if group["nesterov"] else buf
+            add_scaled_(param, update, -lr)
 
     def _foreach_update(
         self, group: ParamGroup, params: list[Tensor], grads: list[Tensor], states: list[dict[str, Any]]
