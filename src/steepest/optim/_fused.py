@@ -174,11 +174,30 @@ def fused_update(
     hyper = optimizer.__dict__.setdefault("_fused_hyperparameters", HyperparameterTensors())
     view = hyper.group_view(index, group, optimizer.real_hyperparameters(), params[0].device, scalar_dtype_for(params))
     try:
-        compiled_update(type(optimizer))(optimizer, view, params, grads, states)
+        compiled_update(type(optimizer))(optimizer, view, params, grads, writable_scalars(states))
     except torch._dynamo.exc.TorchDynamoException as err:
         _disable(optimizer, f"{type(err).__name__}: {str(err).strip().splitlines()[0] if str(err).strip() else ''}")
         return False
     return True
+
+
+def _is_cpu_float64_scalar(value: Any) -> bool:
+    return (
+        isinstance(value, Tensor) and value.dim() == 0 and value.dtype == torch.float64 and value.device.type == "cpu"
+    )
+
+
+def writable_scalars(states: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """``states`` with every 0-dim float64 CPU tensor handed over as a 1-element view of itself.
+
+    Compiled code silently drops in-place writes to 0-dim float64 CPU inputs (torch 2.13: dynamo
+    treats them as Python scalars; float32 and 1-element tensors are written back correctly). A
+    ``view(1)`` shares the storage, so the write lands in the optimizer's state. Updates that keep
+    such state (AdaGrad-Norm's float64 accumulator) must accept shape ``(1,)`` for it when compiled.
+    """
+    if not any(_is_cpu_float64_scalar(v) for state in states for v in state.values()):
+        return states
+    return [{k: v.view(1) if _is_cpu_float64_scalar(v) else v for k, v in state.items()} for state in states]
 
 
 def _disable(optimizer: Any, reason: str) -> None:

@@ -73,6 +73,8 @@ class AdaGradNorm(SteepestOptimizer):
             ``"tensor"`` (one :math:`b` per parameter tensor).
         maximize: ascend the objective instead.
         foreach: use the ``torch._foreach_*`` path (``None``: yes).
+        fused: compile the per-tensor update over each device and dtype bucket
+            (:mod:`steepest.optim._fused`; ``None``: only for groups of at least 2**24 elements).
 
     Requirements: gradients only; no closure.
 
@@ -89,7 +91,7 @@ class AdaGradNorm(SteepestOptimizer):
         (tensor(50.), tensor(50.))
     """
 
-    capabilities = Capabilities(global_statistic=True)
+    capabilities = Capabilities(global_statistic=True, supports_fused=True)
     foreach_whole_group = True
     scalar_state = ("sum_sq",)
     hyperparameter_rules = MappingProxyType({"initial_accumulator": POSITIVE, "scope": OneOf(("global", "tensor"))})
@@ -104,6 +106,7 @@ class AdaGradNorm(SteepestOptimizer):
         scope: str = "global",
         maximize: bool = False,
         foreach: bool | None = None,
+        fused: bool | None = None,
     ) -> None:
         super().__init__(
             params,
@@ -113,6 +116,7 @@ class AdaGradNorm(SteepestOptimizer):
             scope=scope,
             maximize=maximize,
             foreach=foreach,
+            fused=fused,
         )
 
     def state_shapes(self, param: Tensor, group: ParamGroup) -> StateSpec:
@@ -124,11 +128,13 @@ class AdaGradNorm(SteepestOptimizer):
         (shape, dtype) = self.state_shapes(param, group)["sum_sq"]
         state["sum_sq"] = torch.full(shape, group["initial_accumulator"] ** 2, dtype=dtype, device=param.device)
 
-
     def _single_tensor_update(
         self, group: ParamGroup, params: list[Tensor], grads: list[Tensor], states: list[dict[str, Any]]
     ) -> None:
         lr, wd = group["lr"], group["weight_decay"]
+        if torch.compiler.is_compiling():
+            self._compiled_update(group, params, grads, states)
+            return
         if group["scope"] == "tensor":
             for param, grad, state in zip(params, grads, states, strict=True):
                 sum_sq = state["sum_sq"]
@@ -144,6 +150,37 @@ class AdaGradNorm(SteepestOptimizer):
             state["sum_sq"].fill_(b_squared)
             decay_weights_(param, lr, wd)
             param.add_(grad, alpha=-lr / math.sqrt(b_squared))
+
+    @staticmethod
+    def _compiled_update(
+        group: ParamGroup, params: list[Tensor], grads: list[Tensor], states: list[dict[str, Any]]
+    ) -> None:
+        """The per-tensor update as tensor math, for the fused path: ``b^2`` never leaves the device.
+
+        Same arithmetic as the eager loop above (``b^2`` accumulated in ``sum_sq``'s dtype per
+        tensor, in float64 over the group), with the host floats replaced by 0-dim tensors. A
+        float64 ``sum_sq`` arrives as a 1-element view (:func:`steepest.optim._fused.writable_scalars`),
+        hence the ``reshape(())``.
+        """
+        lr, wd = group["lr"], group["weight_decay"]
+        if group["scope"] == "tensor":
+            for param, grad, state in zip(params, grads, states, strict=True):
+                sum_sq = state["sum_sq"]
+                sum_sq.add_(torch.linalg.vector_norm(grad, dtype=sum_sq.dtype).square())
+                decay_weights_(param, lr, wd)
+                param.add_(grad * (-lr / sum_sq.sqrt()).reshape(()))
+            return
+        previous = torch.stack([state["sum_sq"].to(torch.float64).reshape(()) for state in states]).amax()
+        squared = [
+            torch.linalg.vector_norm(grad, dtype=torch.promote_types(grad.dtype, torch.float32)).to(torch.float64) ** 2
+            for grad in grads
+        ]
+        b_squared = previous + torch.stack(squared).sum()
+        step = -lr / b_squared.sqrt()
+        for param, grad, state in zip(params, grads, states, strict=True):
+            state["sum_sq"].copy_(b_squared)
+            decay_weights_(param, lr, wd)
+            param.add_(grad * step)
 
     def _foreach_update(
         self, group: ParamGroup, params: list[Tensor], grads: list[Tensor], states: list[dict[str, Any]]
