@@ -358,6 +358,15 @@ class SteepestOptimizer(StateSpecMixin, Optimizer, metaclass=ABCMeta):
             return group["foreach"] is not True and _fused.auto_fused(params)
         return bool(fused)
 
+    def fused_static_facts(self, group: ParamGroup, params: list[Tensor]) -> dict[str, Any]:
+        """Facts about ``params`` the compiled update reads from its group view (default: none).
+
+        The fused path hands ``_single_tensor_update`` a copy of the group without ``params`` and
+        ``param_names``; an update that looks parameters up by name (Adam-mini's partition)
+        provides what it needs here, computed eagerly, as constants of the compiled graph.
+        """
+        return {}
+
     def real_hyperparameters(self) -> frozenset[str]:
         """Names of the real-valued hyperparameters (passed as tensors to the fused path)."""
         return self._real_hyperparameters

@@ -173,6 +173,7 @@ def fused_update(
         return False
     hyper = optimizer.__dict__.setdefault("_fused_hyperparameters", HyperparameterTensors())
     view = hyper.group_view(index, group, optimizer.real_hyperparameters(), params[0].device, scalar_dtype_for(params))
+    view.update(optimizer.fused_static_facts(group, params))
     try:
         compiled_update(type(optimizer))(optimizer, view, params, grads, writable_scalars(states))
     except torch._dynamo.exc.TorchDynamoException as err:

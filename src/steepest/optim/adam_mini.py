@@ -15,11 +15,16 @@ from torch import Tensor
 
 from steepest.optim._base import SCALAR_DTYPE, Capabilities, ParamGroup, StateSpec, SteepestOptimizer
 from steepest.optim._functional import (
+    add_scaled_,
+    addcdiv_scaled_,
+    addcmul_scaled_,
     bias_correction,
     decay_weights_,
     foreach_decay_weights_,
     increment_step,
     increment_steps,
+    lerp_,
+    scalar_sqrt,
 )
 from steepest.optim._names import split_named_params
 from steepest.optim._validation import Integer, Optional, check_hyperparameters
@@ -178,6 +183,8 @@ class AdamMini(SteepestOptimizer):
         n_kv_heads: key/value heads (grouped-query attention); only validated.
         maximize: ascend the objective instead.
         foreach: use the ``torch._foreach_*`` path (``None``: yes).
+        fused: compile the per-tensor update over each device and dtype bucket
+            (:mod:`steepest.optim._fused`; ``None``: only for groups of at least 2**24 elements).
 
     Requirements: named parameters (and ``dim``/``n_heads`` for attention); gradients only.
 
@@ -200,7 +207,7 @@ class AdamMini(SteepestOptimizer):
                 [2.9553, 3.8658]])
     """
 
-    capabilities = Capabilities(needs_named_parameters=True)
+    capabilities = Capabilities(needs_named_parameters=True, supports_fused=True)
     param_state = ("exp_avg",)
     scalar_state = ("step",)
     hyperparameter_rules = MappingProxyType(
@@ -229,6 +236,7 @@ class AdamMini(SteepestOptimizer):
         n_kv_heads: int | None = None,
         maximize: bool = False,
         foreach: bool | None = None,
+        fused: bool | None = None,
     ) -> None:
         super().__init__(
             named_parameters,
@@ -241,6 +249,7 @@ class AdamMini(SteepestOptimizer):
             n_kv_heads=n_kv_heads,
             maximize=maximize,
             foreach=foreach,
+            fused=fused,
         )
 
     # -- partition -----------------------------------------------------------------------
@@ -342,8 +351,14 @@ class AdamMini(SteepestOptimizer):
     # -- update --------------------------------------------------------------------------
 
     def _blocks(self, group: ParamGroup, params: list[Tensor]) -> list[Block]:
+        if "_fused_blocks" in group:  # the fused path's group view (see fused_static_facts)
+            return list(group["_fused_blocks"])
         names = {id(p): n for p, n in zip(group["params"], group["param_names"], strict=True)}
         return [self.block_of(names[id(p)], p, group) for p in params]
+
+    def fused_static_facts(self, group: ParamGroup, params: list[Tensor]) -> dict[str, Any]:
+        """Each parameter's :class:`Block`, looked up by name before compiling."""
+        return {"_fused_blocks": tuple(self._blocks(group, params))}
 
     def _single_tensor_update(
         self, group: ParamGroup, params: list[Tensor], grads: list[Tensor], states: list[dict[str, Any]]
@@ -353,18 +368,18 @@ class AdamMini(SteepestOptimizer):
             exp_avg, exp_avg_sq = state["exp_avg"], state["exp_avg_sq"]
             step = increment_step(state["step"])
             if block.rule == RULE_FULL:
-                exp_avg_sq.mul_(beta2).addcmul_(grad, grad, value=1.0 - beta2)
+                addcmul_scaled_(exp_avg_sq.mul_(beta2), grad, grad, 1.0 - beta2)
             else:
                 rows = grad.reshape(block.blocks, block.block_numel)
                 mean_square = rows.square().sum(dim=1) / max(block.block_numel, 1)
-                exp_avg_sq.mul_(beta2).add_(mean_square.view(block.v_shape), alpha=1.0 - beta2)
+                add_scaled_(exp_avg_sq.mul_(beta2), mean_square.view(block.v_shape), 1.0 - beta2)
             if block.decay:
                 decay_weights_(param, lr, wd)
-            exp_avg.lerp_(grad, 1.0 - beta1)
-            denom = (exp_avg_sq.sqrt() / math.sqrt(bias_correction(beta2, step))).add_(eps)
+            lerp_(exp_avg, grad, 1.0 - beta1)
+            denom = (exp_avg_sq.sqrt() / scalar_sqrt(bias_correction(beta2, step))).add_(eps)
             if block.rule != RULE_FULL:  # broadcast each block's value over its entries
                 denom = denom.view(block.blocks, 1).expand(block.blocks, block.block_numel).reshape(param.shape)
-            param.addcdiv_(exp_avg, denom, value=-lr / bias_correction(beta1, step))
+            addcdiv_scaled_(param, exp_avg, denom, -lr / bias_correction(beta1, step))
 
     def _foreach_update(
         self, group: ParamGroup, params: list[Tensor], grads: list[Tensor], states: list[dict[str, Any]]
