@@ -9,8 +9,8 @@ hyperparameter variant of ``optim_db``. A run drives 50 steps with a scheduler t
   over 10 steps, with and without ``maximize`` (the scalar arithmetic runs in float32 inside the
   kernel, in double in eager); bfloat16 to 2e-2 over 5 steps (inductor computes bfloat16 in float32
   and rounds once per stored value, eager rounds after every op);
-* exactly two graphs are compiled (the full bucket, and the bucket without the dropped parameter)
-  and none after step 3: hyperparameter changes never recompile;
+* at most two graphs per param group are compiled (the full bucket, and the bucket without the
+  dropped parameter) and none after step 3: hyperparameter changes never recompile;
 * no :class:`FusedFallbackWarning` (the update compiled as one graph).
 """
 
@@ -100,6 +100,8 @@ def _trajectory(
             graphs_after_warmup = counters["stats"]["unique_graphs"]
     if path.get("fused"):
         assert counters["stats"]["unique_graphs"] == graphs_after_warmup, f"{key}: recompiled after step 3"
+        # Per group: one graph for all its parameters, one for the step without parameter 0's gradient.
+        assert counters["stats"]["unique_graphs"] <= 2 * len(opt.param_groups), dict(counters["stats"])
     return out
 
 
@@ -122,8 +124,6 @@ def test_fused_matches_per_tensor_float64_without_recompiles(key: str, variant: 
     expected = _trajectory(key, kwargs, torch.float64, 50, foreach=False)
     counters.clear()
     actual = _trajectory(key, kwargs, torch.float64, 50, fused=True)
-    # One graph for all four parameters, one for the step without parameter 0's gradient.
-    assert counters["stats"]["unique_graphs"] == 2, dict(counters["stats"])
     _assert_close(expected, actual, rtol=1e-12, atol=1e-14)
 
 

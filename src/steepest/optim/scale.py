@@ -11,12 +11,15 @@ from torch import Tensor, nn
 
 from steepest.optim._base import SCALAR_DTYPE, Capabilities, ParamGroup, StateSpec, SteepestOptimizer
 from steepest.optim._functional import (
+    add_scaled_,
+    addcdiv_scaled_,
     bias_correction,
     decay_weights_,
     foreach_decay_weights_,
     foreach_update_moments_,
     increment_step,
     increment_steps,
+    lerp_,
     update_moments_,
 )
 from steepest.optim._validation import NON_NEGATIVE, OneOf, Rule
@@ -107,6 +110,8 @@ class SCALE(SteepestOptimizer):
         maximize: ascend the objective instead.
         foreach: use the batched path (``torch._foreach_*`` for vectors, one stacked
             normalization per distinct matrix shape); ``None``: yes.
+        fused: compile the per-tensor update over each device and dtype bucket
+            (:mod:`steepest.optim._fused`; ``None``: only for groups of at least 2**24 elements).
 
     Requirements: gradients only; no closure.
 
@@ -121,7 +126,7 @@ class SCALE(SteepestOptimizer):
                 [ 0.0000, -0.1414]])
     """
 
-    capabilities: ClassVar[Capabilities] = Capabilities(elementwise=False)
+    capabilities: ClassVar[Capabilities] = Capabilities(elementwise=False, supports_fused=True)
     hyperparameter_rules: ClassVar[Mapping[str, Rule]] = MappingProxyType(
         {"adam_lr_ratio": NON_NEGATIVE, "role": OneOf(ROLES), "norm_dim": OneOf((0, 1))}
     )
@@ -140,6 +145,7 @@ class SCALE(SteepestOptimizer):
         *,
         maximize: bool = False,
         foreach: bool | None = None,
+        fused: bool | None = None,
     ) -> None:
         super().__init__(
             params,
@@ -153,6 +159,7 @@ class SCALE(SteepestOptimizer):
             norm_dim=norm_dim,
             maximize=maximize,
             foreach=foreach,
+            fused=fused,
         )
 
     def add_param_group(self, param_group: dict[str, Any]) -> None:
@@ -202,14 +209,14 @@ class SCALE(SteepestOptimizer):
                 step_size = lr1d * bias_correction(beta2, step) ** 0.5 / bias_correction(beta1, step)
                 denom = exp_avg_sq.sqrt().add_(group["eps"])
                 decay_weights_(param, lr1d, wd)
-                param.addcdiv_(exp_avg, denom, value=-step_size)
+                addcdiv_scaled_(param, exp_avg, denom, -step_size)
                 continue
             if role == "last_layer":
-                state["momentum"].lerp_(grad, 1.0 - beta)
+                lerp_(state["momentum"], grad, 1.0 - beta)
                 grad = state["momentum"]
             update = _column_normalized(grad, group["norm_dim"])
             decay_weights_(param, lr, wd)
-            param.add_(update, alpha=-lr)
+            add_scaled_(param, update, -lr)
 
     def _foreach_update(
         self, group: ParamGroup, params: list[Tensor], grads: list[Tensor], states: list[dict[str, Any]]
