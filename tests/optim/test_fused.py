@@ -101,7 +101,7 @@ def _trajectory(
     if path.get("fused"):
         assert counters["stats"]["unique_graphs"] == graphs_after_warmup, f"{key}: recompiled after step 3"
         # Per group: one graph for all its parameters, one for the step without parameter 0's gradient.
-        assert counters["stats"]["unique_graphs"] <= 2 * len(opt.param_groups), dict(counters["stats"])
+        assert 1 <= counters["stats"]["unique_graphs"] <= 2 * len(opt.param_groups), dict(counters["stats"])
     return out
 
 

@@ -353,10 +353,20 @@ class SteepestOptimizer(StateSpecMixin, Optimizer, metaclass=ABCMeta):
         """``fused=True``, or ``fused=None`` under the rule of :func:`steepest.optim._fused.auto_fused`."""
         if not self.capabilities.supports_fused or getattr(self, "_fused_unavailable", None) is not None:
             return False
+        if not self.fused_applies(group):
+            return False
         fused = group["fused"]
         if fused is None:
             return group["foreach"] is not True and _fused.auto_fused(params)
         return bool(fused)
+
+    def fused_applies(self, group: ParamGroup) -> bool:
+        """Whether ``group``'s update can be fused; optimizers with projected groups say no for those.
+
+        GaLore, Fira and FRUGAL fuse their dense (unprojected) groups; a projected group keeps its
+        own path (an SVD or a gather per tensor is not an elementwise pass).
+        """
+        return True
 
     def fused_static_facts(self, group: ParamGroup, params: list[Tensor]) -> dict[str, Any]:
         """Facts about ``params`` the compiled update reads from its group view (default: none).

@@ -145,6 +145,8 @@ class FRUGAL(SteepestOptimizer):
         seed: seed of the draws, default 0.
         maximize: ascend the objective instead.
         foreach: use the ``torch._foreach_*`` path for unprojected groups (``None``: yes).
+        fused: compile the per-tensor update over each device and dtype bucket
+            (:mod:`steepest.optim._fused`; ``None``: only for groups of at least 2**24 elements).
 
     Requirements: gradients only; no closure. ``columns``/``rows``, ``svd`` and ``random`` need
     2-D parameters (and a rank below both sides); ``mirror`` needs an even number of state-full
@@ -160,7 +162,7 @@ class FRUGAL(SteepestOptimizer):
         32
     """
 
-    capabilities: ClassVar[Capabilities] = Capabilities(elementwise=False)
+    capabilities: ClassVar[Capabilities] = Capabilities(elementwise=False, supports_fused=True)
     hyperparameter_rules: ClassVar[Mapping[str, Rule]] = MappingProxyType(
         {
             "proj_type": OneOf(PROJ_TYPES),
@@ -196,6 +198,7 @@ class FRUGAL(SteepestOptimizer):
         *,
         maximize: bool = False,
         foreach: bool | None = None,
+        fused: bool | None = None,
     ) -> None:
         super().__init__(
             params,
@@ -215,6 +218,7 @@ class FRUGAL(SteepestOptimizer):
             seed=seed,
             maximize=maximize,
             foreach=foreach,
+            fused=fused,
         )
 
     def add_param_group(self, param_group: dict[str, Any]) -> None:
@@ -416,6 +420,10 @@ class FRUGAL(SteepestOptimizer):
             rule = group["inactive_update_rule"]
             if rule != "no":
                 param.add_(grad.sign() if rule == "sign_sgd" else grad, alpha=-scaled_lr * group["inactive_lr_scale"])
+
+    def fused_applies(self, group: ParamGroup) -> bool:
+        """Only unprojected groups (``proj_type="none"``, plain AdamW) are fused."""
+        return group["proj_type"] == "none"
 
     def _single_tensor_update(
         self, group: ParamGroup, params: list[Tensor], grads: list[Tensor], states: list[dict[str, Any]]

@@ -2,15 +2,22 @@
 
 from __future__ import annotations
 
-import math
 from types import MappingProxyType
-from typing import Any
+from typing import Any, overload
 
 import torch
 from torch import Tensor
 
 from steepest.optim._base import SCALAR_DTYPE, Capabilities, ParamGroup, StateSpec, SteepestOptimizer
-from steepest.optim._functional import bias_correction, increment_step, increment_steps
+from steepest.optim._functional import (
+    Scalar,
+    add_scaled_,
+    addcmul_scaled_,
+    bias_correction,
+    increment_step,
+    increment_steps,
+    scalar_sqrt,
+)
 from steepest.optim._projectors import PROJ_TYPES, LowRankProjector
 from steepest.optim._validation import POSITIVE, Boolean, Integer, OneOf, Optional, check_hyperparameters
 
@@ -78,6 +85,8 @@ class GaLoreAdamW(SteepestOptimizer):
         maximize: ascend the objective instead.
         foreach: use the ``torch._foreach_*`` path for the moments (``None``: yes); the
             projections are per matrix either way.
+        fused: compile the per-tensor update over each device and dtype bucket
+            (:mod:`steepest.optim._fused`; ``None``: only for groups of at least 2**24 elements).
 
     Requirements: gradients only; no closure. Projected parameters must be 2-D.
 
@@ -101,7 +110,7 @@ class GaLoreAdamW(SteepestOptimizer):
 
     # Not elementwise: a projected matrix is updated through an SVD and matmuls (per matrix, in
     # both paths); the plain groups are elementwise and use foreach kernels.
-    capabilities = Capabilities(elementwise=False)
+    capabilities = Capabilities(elementwise=False, supports_fused=True)
     hyperparameter_rules = MappingProxyType(
         {
             "correct_bias": Boolean(),
@@ -127,6 +136,7 @@ class GaLoreAdamW(SteepestOptimizer):
         *,
         maximize: bool = False,
         foreach: bool | None = None,
+        fused: bool | None = None,
     ) -> None:
         super().__init__(
             params,
@@ -141,6 +151,7 @@ class GaLoreAdamW(SteepestOptimizer):
             proj_type=proj_type,
             maximize=maximize,
             foreach=foreach,
+            fused=fused,
         )
 
     # -- groups and state ----------------------------------------------------------------
@@ -198,11 +209,19 @@ class GaLoreAdamW(SteepestOptimizer):
 
     # -- update --------------------------------------------------------------------------
 
-    def _step_size(self, group: ParamGroup, step: float) -> float:
+    @overload
+    def _step_size(self, group: ParamGroup, step: float) -> float: ...
+    @overload
+    def _step_size(self, group: ParamGroup, step: Scalar) -> Scalar: ...
+    def _step_size(self, group: ParamGroup, step: Scalar) -> Scalar:
         lr, (beta1, beta2) = group["lr"], group["betas"]
         if not group["correct_bias"]:
-            return float(lr)
-        return float(lr * math.sqrt(bias_correction(beta2, step)) / bias_correction(beta1, step))
+            return lr
+        return lr * scalar_sqrt(bias_correction(beta2, step)) / bias_correction(beta1, step)
+
+    def fused_applies(self, group: ParamGroup) -> bool:
+        """Only unprojected groups (``rank=None``) are fused."""
+        return group["rank"] is None
 
     def _projected_direction(
         self,
@@ -225,16 +244,17 @@ class GaLoreAdamW(SteepestOptimizer):
             step = increment_step(state["step"])
             low = grad if projector is None else projector.project(grad, state, int(step) - 1)
             exp_avg, exp_avg_sq = state["exp_avg"], state["exp_avg_sq"]
-            exp_avg.mul_(beta1).add_(low, alpha=1.0 - beta1)
-            exp_avg_sq.mul_(beta2).addcmul_(low, low, value=1.0 - beta2)
+            add_scaled_(exp_avg.mul_(beta1), low, 1.0 - beta1)
+            addcmul_scaled_(exp_avg_sq.mul_(beta2), low, low, 1.0 - beta2)
             denom = exp_avg_sq.sqrt().add_(eps)
             step_size = self._step_size(group, step)
             direction = exp_avg / denom
             if projector is not None:
-                direction = self._projected_direction(projector, grad, low, direction, state, step)
-            param.add_(direction, alpha=-step_size)
-            if group["weight_decay"] > 0.0:  # after the update, in the official code's form
-                param.add_(param, alpha=-group["lr"] * group["weight_decay"])
+                direction = self._projected_direction(projector, grad, low, direction, state, float(step))
+            add_scaled_(param, direction, -step_size)
+            wd = group["weight_decay"]
+            if isinstance(wd, Tensor) or wd > 0.0:  # after the update, in the official code's form
+                add_scaled_(param, param, -group["lr"] * wd)
 
     def _foreach_update(
         self, group: ParamGroup, params: list[Tensor], grads: list[Tensor], states: list[dict[str, Any]]
