@@ -12,6 +12,9 @@ hyperparameter variant of ``optim_db``. A run drives 50 steps with a scheduler t
 * at most two graphs per param group are compiled (the full bucket, and the bucket without the
   dropped parameter) and none after step 3: hyperparameter changes never recompile;
 * no :class:`FusedFallbackWarning` (the update compiled as one graph).
+
+Compiling costs 1-5 s per graph on a cold inductor cache, so the bfloat16 runs, ``maximize=True``
+and the per-tensor -> fused checkpoint direction are marked slow (``pytest -m slow`` runs them).
 """
 
 from __future__ import annotations
@@ -128,7 +131,7 @@ def test_fused_matches_per_tensor_float64_without_recompiles(key: str, variant: 
 
 
 @pytest.mark.parametrize("key", FUSED_KEYS)
-@pytest.mark.parametrize("maximize", [False, True])
+@pytest.mark.parametrize("maximize", [False, pytest.param(True, marks=pytest.mark.slow)])
 def test_fused_matches_per_tensor_float32(key: str, maximize: bool) -> None:
     kwargs = {**DB[key].variants[0], "maximize": maximize}
     expected = _trajectory(key, kwargs, torch.float32, 10, foreach=False)
@@ -136,6 +139,7 @@ def test_fused_matches_per_tensor_float32(key: str, maximize: bool) -> None:
     _assert_close(expected, actual, rtol=1e-5, atol=1e-6)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("key", FUSED_KEYS)
 def test_fused_matches_per_tensor_bfloat16(key: str) -> None:
     """bfloat16 parameters and state; hyperparameters stay float32 tensors, as eager keeps doubles."""
@@ -146,7 +150,7 @@ def test_fused_matches_per_tensor_bfloat16(key: str) -> None:
 
 
 @pytest.mark.parametrize("key", FUSED_KEYS)
-@pytest.mark.parametrize("direction", ["fused->per-tensor", "per-tensor->fused"])
+@pytest.mark.parametrize("direction", ["fused->per-tensor", pytest.param("per-tensor->fused", marks=pytest.mark.slow)])
 def test_state_dict_round_trip_between_fused_and_unfused(key: str, direction: str) -> None:
     """A checkpoint taken on one path continues on the other as an uninterrupted run would."""
     kwargs = DB[key].variants[0]
