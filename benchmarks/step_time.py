@@ -101,8 +101,8 @@ def state_traffic_bytes(key: str, opt: torch.optim.Optimizer) -> int:
 PATHS = ("per-tensor", "foreach", "fused")
 #: Constructor keywords selecting each path.
 PATH_KWARGS: dict[str, dict[str, bool]] = {
-    "per-tensor": {"foreach": False},
-    "foreach": {"foreach": True},
+    "per-tensor": {"foreach": False, "fused": False},
+    "foreach": {"foreach": True, "fused": False},
     "fused": {"fused": True},
 }
 
@@ -146,6 +146,8 @@ def build(key: str, path: str, names: list[str], params: list[torch.nn.Parameter
     entry = REGISTRY[key]
     named = list(zip(names, params, strict=True))
     kwargs = {**entry.suggested, **MODEL_KWARGS.get(key, {}), **PATH_KWARGS[path]}
+    if not supports_path(key, "fused"):
+        kwargs.pop("fused", None)
     return steepest.create_optimizer(key, named if entry.capabilities.needs_named_parameters else params, **kwargs)
 
 

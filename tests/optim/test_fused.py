@@ -228,9 +228,10 @@ def test_fused_none_follows_the_documented_size_rule(monkeypatch: pytest.MonkeyP
         monkeypatch.setattr(_fused, "FUSED_AUTO_MIN_NUMEL", threshold)
         opt = steepest.Lion(params, lr=0.01)
         assert opt._use_fused(opt.param_groups[0], params) is expect_fused
-    # An explicit foreach=True keeps the foreach path whatever the size.
-    opt = steepest.Lion(params, lr=0.01, foreach=True)
-    assert opt._use_fused(opt.param_groups[0], params) is False
+    # An explicit foreach=True or False keeps that path whatever the size.
+    for foreach in (True, False):
+        opt = steepest.Lion(params, lr=0.01, foreach=foreach)
+        assert opt._use_fused(opt.param_groups[0], params) is False
 
 
 def test_compiled_update_is_shared_by_instances() -> None:

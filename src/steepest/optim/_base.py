@@ -356,8 +356,8 @@ class SteepestOptimizer(StateSpecMixin, Optimizer, metaclass=ABCMeta):
         if not self.fused_applies(group):
             return False
         fused = group["fused"]
-        if fused is None:
-            return group["foreach"] is not True and _fused.auto_fused(params)
+        if fused is None:  # an explicit foreach=True/False is a request for that path
+            return group["foreach"] is None and _fused.auto_fused(params)
         return bool(fused)
 
     def fused_applies(self, group: ParamGroup) -> bool:
