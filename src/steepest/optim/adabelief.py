@@ -19,6 +19,7 @@ from steepest.optim._functional import (
     increment_step,
     increment_steps,
     lerp_,
+    materialized,
     scalar_sqrt,
 )
 from steepest.optim._validation import Boolean
@@ -57,7 +58,7 @@ def tensor_rectification(beta1: Tensor, beta2: Tensor, step: Tensor, degenerated
     zero = torch.zeros_like(bc1)
     adaptive_k = torch.where(adaptive, ratio.clamp(min=0.0) ** 0.5 / bc1, zero)
     sgd_k = torch.where(adaptive, zero, 1.0 / bc1 if degenerated_to_sgd else zero)
-    return adaptive_k, sgd_k
+    return materialized(adaptive_k), materialized(sgd_k)
 
 
 class AdaBelief(SteepestOptimizer):
@@ -243,7 +244,7 @@ class AdaBelief(SteepestOptimizer):
             if isinstance(step, Tensor):
                 adaptive_k, sgd_k = tensor_rectification(beta1, beta2, step, group["degenerated_to_sgd"])
                 direction = torch.where(adaptive_k > 0, exp_avg / exp_avg_var.sqrt().add_(eps), exp_avg)
-                param.add_(direction * (-lr * (adaptive_k + sgd_k)))
+                add_scaled_(param, direction, -lr * (adaptive_k + sgd_k))
                 continue
             adaptive, k = rectification(beta1, beta2, step, group["degenerated_to_sgd"])
             if adaptive:

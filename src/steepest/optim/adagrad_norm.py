@@ -17,7 +17,7 @@ from steepest.optim._base import (
     SteepestOptimizer,
     device_dtype_buckets,
 )
-from steepest.optim._functional import decay_weights_, foreach_decay_weights_, per_tensor_norms
+from steepest.optim._functional import decay_weights_, foreach_decay_weights_, materialized, per_tensor_norms
 from steepest.optim._validation import POSITIVE, OneOf
 
 
@@ -168,7 +168,7 @@ class AdaGradNorm(SteepestOptimizer):
                 sum_sq = state["sum_sq"]
                 sum_sq.add_(torch.linalg.vector_norm(grad, dtype=sum_sq.dtype).square())
                 decay_weights_(param, lr, wd)
-                param.add_(grad * (-lr / sum_sq.sqrt()).reshape(()))
+                param.add_(grad * materialized((-lr / sum_sq.sqrt()).reshape(())))
             return
         previous = torch.stack([state["sum_sq"].to(torch.float64).reshape(()) for state in states]).amax()
         squared = [
@@ -176,7 +176,7 @@ class AdaGradNorm(SteepestOptimizer):
             for grad in grads
         ]
         b_squared = previous + torch.stack(squared).sum()
-        step = -lr / b_squared.sqrt()
+        step = materialized(-lr / b_squared.sqrt())
         for param, grad, state in zip(params, grads, states, strict=True):
             state["sum_sq"].copy_(b_squared)
             decay_weights_(param, lr, wd)
