@@ -11,7 +11,8 @@ One row per optimizer and path (``per-tensor``: the reference loop; ``foreach``:
   (read parameter, gradient and every state tensor; write parameter and state; plus the reads an
   update that needs a norm must make before writing, see ``REDUCTION_READS``) divided by the
   bandwidth measured for an in-place ``a.add_(b)`` (an optimizer's access pattern: state read and
-  written in place). 1.0 is the memory-bandwidth limit. Target: fused <= 1.3;
+  written in place), measured again for each row right before its steps (``GB/s``; it drifts by
+  10-20% over a run on the shared machine). 1.0 is the memory-bandwidth limit. Target: fused <= 1.3;
 * ``first s``: the first step's time, which for the fused path includes compiling (cold or from
   inductor's on-disk cache, as the machine's cache stands: the script says which it cannot know,
   so it prints both the first and the second step).
@@ -115,6 +116,7 @@ class Row:
     path: str
     first: float
     second: float
+    bandwidth: float
     timing: Timing
     vs_foreach: Timing
     vs_fused: Timing
@@ -160,6 +162,7 @@ def measure(key: str, path: str, names: list[str], params: list[torch.nn.Paramet
     for reference in references:  # create state and warm up outside the timed region
         reference.step()
     busy = wait_for_idle()
+    bandwidth, _ = inplace_bandwidth()
     ours: list[float] = []
     theirs: tuple[list[float], list[float]] = ([], [])
     for _ in range(repeats):
@@ -171,6 +174,7 @@ def measure(key: str, path: str, names: list[str], params: list[torch.nn.Paramet
         path,
         first,
         second,
+        bandwidth,
         Timing.of(ours),
         Timing.of([a / b for a, b in zip(ours, theirs[0], strict=True)]),
         Timing.of([a / b for a, b in zip(ours, theirs[1], strict=True)]),
@@ -221,7 +225,7 @@ def main(argv: list[str] | None = None) -> int:
     keys = args.only or [k for k in REGISTRY if k not in CURVATURE_KEYS]
     header = (
         f"{'optimizer':<14} {'path':<10} {'first s':>7} {'2nd ms':>8} {'step ms: median [min, max]':>30} "
-        f"{'/AdamW-foreach':>18} {'/AdamW-fused':>18} {'MB':>5} {'/floor':>6} {'busy':>5}"
+        f"{'/AdamW-foreach':>18} {'/AdamW-fused':>18} {'MB':>5} {'GB/s':>5} {'/floor':>6} {'busy':>5}"
     )
     print(header)
     print("-" * len(header))
@@ -231,7 +235,7 @@ def main(argv: list[str] | None = None) -> int:
             if not supports_path(key, path):
                 continue
             row = measure(key, path, names, params, args.repeats)
-            floor = row.timing.median / (row.traffic / bandwidth)
+            floor = row.timing.median / (row.traffic / row.bandwidth)
             flag = "" if row.elementwise else "  (not elementwise)"
             if path == "fused" and floor > 1.3:
                 flag += "  > 1.3x floor"
@@ -239,7 +243,7 @@ def main(argv: list[str] | None = None) -> int:
             print(
                 f"{row.key:<14} {row.path:<10} {row.first:>7.2f} {row.second * 1e3:>8.1f} {row.timing.ms():>30} "
                 f"{_ratio(row.vs_foreach):>18} {_ratio(row.vs_fused):>18} {row.traffic / 1e6:>5.0f} "
-                f"{floor:>6.2f} {row.busy:>5.2f}{flag}",
+                f"{row.bandwidth / 1e9:>5.1f} {floor:>6.2f} {row.busy:>5.2f}{flag}",
                 flush=True,
             )
     if "fused" in args.paths:
