@@ -23,8 +23,11 @@ therefore agree to rounding: the conformance matrix checks float64 to 1e-12 and 
 relative.
 
 Compilation cost: the first fused step of each (optimizer class, group layout, dtype, device)
-signature compiles (on the 2-core CPU machine: ~40 s cold for 84 transformer-shaped tensors, ~5 s
-when inductor's on-disk FX graph cache already holds the kernels; a tiny model takes 1-3 s).
+signature compiles. On the 2-core CPU machine, for 84 transformer-shaped tensors (24.2M
+parameters, ``benchmarks/step_time.py``): 2-140 s with a cold cache (Lion and the sign methods
+2-20 s; AdaBelief, Adan, LAMB, GaLore's dense AdamW 100-140 s: their bias corrections add scalar
+graph nodes per tensor), 3.5-6 s when inductor's on-disk FX graph cache already holds the kernels
+(a second run of the same model). A tiny model takes 1-5 s cold.
 Later steps reuse the compiled code: dynamo caches it on the update's code object and guards on
 the tensors' shapes, dtypes and devices and on the non-float hyperparameters. Inductor's FX graph
 cache (on by default; directory ``TORCHINDUCTOR_CACHE_DIR``) carries kernels across runs.
