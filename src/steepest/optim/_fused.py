@@ -47,11 +47,12 @@ from typing import Any
 import torch
 from torch import Tensor
 
-#: ``fused=None`` picks the fused path for a group holding at least this many elements (and whose
-#: parameters are all on one device type with a compile backend, and whose ``foreach`` is ``None``:
-#: an explicit ``foreach=True`` or ``False`` asks for that path). At 16.8M elements the step time saved on this project's 2-core CPU machine
-#: (~3 ms per million elements for Lion, measured by benchmarks/step_time.py) repays a cold compile
-#: of a transformer-shaped model within a few hundred steps; below it a run may be too short to.
+#: ``fused=None`` picks the fused path for a group holding at least this many elements, whose
+#: parameters are all on one device type with a compile backend, and whose ``foreach`` is ``None``
+#: (an explicit ``foreach=True`` or ``False`` asks for that path). At 16.8M elements the step time
+#: saved on this project's 2-core CPU machine (~1.5 ms per million elements for Lion and AdamW-like
+#: updates, benchmarks/step_time.py) repays a cold compile (2-140 s) within a few hundred to a few
+#: thousand steps; below it a run may be too short to.
 FUSED_AUTO_MIN_NUMEL = 1 << 24
 
 #: Device types on which ``fused=None`` may pick the fused path (inductor has a backend there).
