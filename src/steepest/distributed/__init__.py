@@ -7,6 +7,8 @@ r"""Compressed-gradient communication for ``torch.distributed`` DDP (``model.reg
   and server error feedback, Efficient-Adam style (Chen, Shen, Liu, Luo, IEEE TSP 2023,
   arXiv:2205.14473); rank r is the "server" of chunk r of each bucket.
 * :class:`CommStats`: bytes sent by the hook against an uncompressed all-reduce.
+* :func:`all_reduce_closure`: a closure returning the global-batch loss, so that line searches,
+  Polyak steps and zeroth-order methods make the same decision on every rank.
 
 Example::
 
@@ -16,6 +18,7 @@ Example::
     torch.save({"model": ..., "optim": ..., "hook": state.state_dict()}, f"ckpt_rank{rank}.pt")
 """
 
+from steepest.distributed.closures import all_reduce_closure
 from steepest.distributed.compressors import (
     dequantize_rows,
     pack_signs,
@@ -37,6 +40,7 @@ __all__ = [
     "CompressionState",
     "QuantizedCompressionState",
     "SignCompressionState",
+    "all_reduce_closure",
     "dequantize_rows",
     "ef_sign_hook",
     "pack_signs",
