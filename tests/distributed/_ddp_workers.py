@@ -1,0 +1,83 @@
+"""Rank function for the DDP equivalence matrix (top level so torch.multiprocessing can pickle it).
+
+Each rank trains every registered optimizer under DDP for a few steps on its shard of a fixed global
+batch (closure optimizers through :func:`steepest.distributed.all_reduce_closure`) and saves the final
+parameters to ``{outdir}/rank{rank}.pt``; the test compares them with a single process on the whole batch.
+"""
+
+from __future__ import annotations
+
+from datetime import timedelta
+from typing import Any
+
+import torch
+import torch.distributed as dist
+from torch import nn
+from torch.nn.parallel import DistributedDataParallel as DDP
+
+import steepest
+from steepest.distributed import all_reduce_closure
+from steepest.optim._registry import REGISTRY
+
+STEPS = 3
+SHARD = 8
+
+
+def data(world: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """The global batch: ``world * SHARD`` rows of a fixed regression problem, float64."""
+    g = torch.Generator().manual_seed(11)
+    x = torch.randn(world * SHARD, 6, generator=g, dtype=torch.float64)
+    y = torch.tanh(x @ torch.randn(6, 2, generator=g, dtype=torch.float64))
+    return x, y
+
+
+def make_model() -> nn.Module:
+    """The same float64 MLP everywhere (seeded: the optimizers' own draws follow the same RNG state)."""
+    torch.manual_seed(5)
+    return nn.Sequential(nn.Linear(6, 8), nn.Tanh(), nn.Linear(8, 8), nn.Tanh(), nn.Linear(8, 2)).to(torch.float64)
+
+
+def train(key: str, model: nn.Module, ddp: nn.Module | None, x: torch.Tensor, y: torch.Tensor) -> list[torch.Tensor]:
+    """``STEPS`` steps of optimizer ``key`` on ``model``, through ``ddp`` when given."""
+    entry = REGISTRY[key]
+    params, extra = steepest.optimizer_params(key, model)
+    opt = steepest.create_optimizer(key, params, **{**entry.suggested, **extra})
+    forward = ddp if ddp is not None else model
+    caps = entry.capabilities
+
+    def closure() -> torch.Tensor:
+        opt.zero_grad()
+        loss = nn.functional.mse_loss(forward(x), y)
+        if torch.is_grad_enabled():
+            loss.backward(create_graph=caps.needs_create_graph)
+        return loss
+
+    for _ in range(STEPS):
+        if caps.requires_closure or caps.gradient_free:
+            opt.step(all_reduce_closure(closure))
+        else:
+            with torch.enable_grad():
+                closure()
+            opt.step()
+    return [p.detach().clone() for p in model.parameters()]
+
+
+def run_all(rank: int, world: int, port: int, outdir: str, keys: list[str]) -> None:
+    """Train every key under DDP on this rank's shard; save the parameters (or the error) per key."""
+    torch.set_num_threads(1)
+    dist.init_process_group(
+        "gloo", init_method=f"tcp://127.0.0.1:{port}", rank=rank, world_size=world, timeout=timedelta(seconds=60)
+    )
+    x, y = data(world)
+    shard = slice(rank * SHARD, (rank + 1) * SHARD)
+    results: dict[str, Any] = {}
+    try:
+        for key in keys:
+            model = make_model()
+            try:
+                results[key] = train(key, model, DDP(model), x[shard], y[shard])
+            except Exception as err:  # recorded, and reported by the test with the key
+                results[key] = f"{type(err).__name__}: {err}"
+        torch.save(results, f"{outdir}/rank{rank}.pt")
+    finally:
+        dist.destroy_process_group()
