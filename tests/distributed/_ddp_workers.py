@@ -81,3 +81,33 @@ def run_all(rank: int, world: int, port: int, outdir: str, keys: list[str]) -> N
         torch.save(results, f"{outdir}/rank{rank}.pt")
     finally:
         dist.destroy_process_group()
+
+
+def rank_dies(rank: int, world: int, port: int, outdir: str) -> None:
+    """Rank 1 exits abruptly after 2 steps; rank 0 records what its next step raises, and when."""
+    import os
+    import time
+
+    torch.set_num_threads(1)
+    dist.init_process_group(
+        "gloo", init_method=f"tcp://127.0.0.1:{port}", rank=rank, world_size=world, timeout=timedelta(seconds=10)
+    )
+    x, y = data(world)
+    shard = slice(rank * SHARD, (rank + 1) * SHARD)
+    model = make_model()
+    ddp = DDP(model)
+    opt = steepest.create_optimizer("lion", model.parameters(), lr=1e-3)
+    outcome: dict[str, Any] = {"steps": 0, "error": None}
+    start = time.monotonic()
+    try:
+        for step in range(6):
+            if rank == 1 and step == 2:
+                os._exit(0)  # a crash without any goodbye to the process group
+            opt.zero_grad()
+            nn.functional.mse_loss(ddp(x[shard]), y[shard]).backward()
+            opt.step()
+            outcome["steps"] += 1
+    except Exception as err:  # the documented behaviour: the surviving rank's collective raises
+        outcome["error"] = f"{type(err).__name__}: {err}"
+    outcome["seconds"] = time.monotonic() - start
+    torch.save(outcome, f"{outdir}/rank{rank}.pt")

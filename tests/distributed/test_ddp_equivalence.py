@@ -75,3 +75,12 @@ def test_unsupported_optimizers_fail_loudly_under_ddp(world: tuple[int, list[dic
 def test_every_registered_optimizer_is_covered() -> None:
     assert set(NOT_UNDER_DDP) <= set(REGISTRY)
     assert len(KEYS) == len(REGISTRY)
+
+
+def test_a_dead_rank_stops_the_survivor_with_an_error(tmp_path: Path) -> None:
+    """A rank that dies mid-training: the other rank's next all-reduce raises; it never steps alone."""
+    mp.spawn(workers.rank_dies, args=(2, _free_port(), str(tmp_path)), nprocs=2, join=True)
+    survivor = torch.load(tmp_path / "rank0.pt", weights_only=False)
+    assert survivor["error"] is not None, survivor
+    assert survivor["steps"] == 2, survivor  # no step taken after the peer died
+    assert survivor["seconds"] < 60, survivor

@@ -10,6 +10,11 @@ r"""Compressed-gradient communication for ``torch.distributed`` DDP (``model.reg
 * :func:`all_reduce_closure`: a closure returning the global-batch loss, so that line searches,
   Polyak steps and zeroth-order methods make the same decision on every rank.
 
+Failure behaviour: steepest adds no retries or fallbacks to torch.distributed. A rank that dies
+mid-training makes the survivors' next collective raise (gloo: a connection error at once, or
+after the process group's ``timeout``), so training stops with an error instead of continuing on
+a subset of ranks with diverging replicas (tested: the survivor takes no further step).
+
 Example::
 
     state = SignCompressionState()
