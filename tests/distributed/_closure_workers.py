@@ -7,7 +7,6 @@ under DDP on its shard of a fixed regression set, with and without
 
 from __future__ import annotations
 
-from datetime import timedelta
 from typing import Any
 
 import torch
@@ -18,6 +17,7 @@ from torch.nn.parallel import DistributedDataParallel as DDP
 import steepest
 from steepest.distributed import all_reduce_closure
 from steepest.optim._registry import REGISTRY
+from tests.distributed._common import init_gloo
 
 #: Optimizers that decide from the loss value or draw perturbations: they need the global loss.
 KEYS = ("sls", "sls_adam", "ponos", "sps", "sps_max", "mdb", "mezo", "sparse_mezo", "zo_adam", "zo_sign_sgd")
@@ -60,10 +60,7 @@ def train(key: str, model: nn.Module, x: torch.Tensor, y: torch.Tensor, wrap: bo
 
 def run_all(rank: int, world: int, port: int, outdir: str) -> None:
     """Train every key under DDP on this rank's shard; save the parameters per key."""
-    torch.set_num_threads(1)
-    dist.init_process_group(
-        "gloo", init_method=f"tcp://127.0.0.1:{port}", rank=rank, world_size=world, timeout=timedelta(seconds=60)
-    )
+    init_gloo(rank, world, port, timeout_s=60)
     x, y = data(world)
     shard = slice(rank * SHARD, (rank + 1) * SHARD)
     results: dict[str, Any] = {"wrapped": {}, "unwrapped": {}}

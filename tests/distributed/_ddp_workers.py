@@ -7,7 +7,6 @@ parameters to ``{outdir}/rank{rank}.pt``; the test compares them with a single p
 
 from __future__ import annotations
 
-from datetime import timedelta
 from typing import Any
 
 import torch
@@ -18,6 +17,7 @@ from torch.nn.parallel import DistributedDataParallel as DDP
 import steepest
 from steepest.distributed import all_reduce_closure
 from steepest.optim._registry import REGISTRY
+from tests.distributed._common import init_gloo
 
 STEPS = 3
 SHARD = 8
@@ -37,13 +37,18 @@ def make_model() -> nn.Module:
     return nn.Sequential(nn.Linear(6, 8), nn.Tanh(), nn.Linear(8, 8), nn.Tanh(), nn.Linear(8, 2)).to(torch.float64)
 
 
-def train(key: str, model: nn.Module, ddp: nn.Module | None, x: torch.Tensor, y: torch.Tensor) -> list[torch.Tensor]:
-    """``STEPS`` steps of optimizer ``key`` on ``model``, through ``ddp`` when given."""
+def build(key: str, model: nn.Module) -> torch.optim.Optimizer:
+    """Optimizer ``key`` for ``model`` with its suggested hyperparameters."""
     entry = REGISTRY[key]
     params, extra = steepest.optimizer_params(key, model)
-    opt = steepest.create_optimizer(key, params, **{**entry.suggested, **extra})
-    forward = ddp if ddp is not None else model
-    caps = entry.capabilities
+    return steepest.create_optimizer(key, params, **{**entry.suggested, **extra})
+
+
+def take_steps(
+    key: str, opt: torch.optim.Optimizer, forward: nn.Module, x: torch.Tensor, y: torch.Tensor, n: int
+) -> None:
+    """``n`` steps as the optimizer's capabilities ask (closure optimizers see the global-batch loss)."""
+    caps = REGISTRY[key].capabilities
 
     def closure() -> torch.Tensor:
         opt.zero_grad()
@@ -52,22 +57,24 @@ def train(key: str, model: nn.Module, ddp: nn.Module | None, x: torch.Tensor, y:
             loss.backward(create_graph=caps.needs_create_graph)
         return loss
 
-    for _ in range(STEPS):
+    for _ in range(n):
         if caps.requires_closure or caps.gradient_free:
             opt.step(all_reduce_closure(closure))
         else:
             with torch.enable_grad():
                 closure()
             opt.step()
+
+
+def train(key: str, model: nn.Module, ddp: nn.Module | None, x: torch.Tensor, y: torch.Tensor) -> list[torch.Tensor]:
+    """``STEPS`` steps of optimizer ``key`` on ``model``, through ``ddp`` when given."""
+    take_steps(key, build(key, model), ddp if ddp is not None else model, x, y, STEPS)
     return [p.detach().clone() for p in model.parameters()]
 
 
 def run_all(rank: int, world: int, port: int, outdir: str, keys: list[str]) -> None:
     """Train every key under DDP on this rank's shard; save the parameters (or the error) per key."""
-    torch.set_num_threads(1)
-    dist.init_process_group(
-        "gloo", init_method=f"tcp://127.0.0.1:{port}", rank=rank, world_size=world, timeout=timedelta(seconds=60)
-    )
+    init_gloo(rank, world, port, timeout_s=60)
     x, y = data(world)
     shard = slice(rank * SHARD, (rank + 1) * SHARD)
     results: dict[str, Any] = {}
@@ -88,10 +95,7 @@ def rank_dies(rank: int, world: int, port: int, outdir: str) -> None:
     import os
     import time
 
-    torch.set_num_threads(1)
-    dist.init_process_group(
-        "gloo", init_method=f"tcp://127.0.0.1:{port}", rank=rank, world_size=world, timeout=timedelta(seconds=10)
-    )
+    init_gloo(rank, world, port, timeout_s=10)
     x, y = data(world)
     shard = slice(rank * SHARD, (rank + 1) * SHARD)
     model = make_model()
@@ -123,31 +127,16 @@ def checkpoint_round_trip(key: str, rank: int, world: int, outdir: str) -> str |
 
     x, y = data(world)
     shard = slice(rank * SHARD, (rank + 1) * SHARD)
-    entry = REGISTRY[key]
-    caps = entry.capabilities
+    caps = REGISTRY[key].capabilities
 
-    def build() -> tuple[nn.Module, nn.Module, torch.optim.Optimizer]:
+    def fresh() -> tuple[nn.Module, nn.Module, torch.optim.Optimizer]:
         model = make_model()
-        params, extra = steepest.optimizer_params(key, model)
-        return model, DDP(model), steepest.create_optimizer(key, params, **{**entry.suggested, **extra})
+        return model, DDP(model), build(key, model)
 
     def run(ddp: nn.Module, opt: torch.optim.Optimizer, steps: int) -> None:
-        def closure() -> torch.Tensor:
-            opt.zero_grad()
-            loss = nn.functional.mse_loss(ddp(x[shard]), y[shard])
-            if torch.is_grad_enabled():
-                loss.backward()
-            return loss
+        take_steps(key, opt, ddp, x[shard], y[shard], steps)
 
-        for _ in range(steps):
-            if caps.requires_closure or caps.gradient_free:
-                opt.step(all_reduce_closure(closure))
-            else:
-                with torch.enable_grad():
-                    closure()
-                opt.step()
-
-    model, ddp, opt = build()
+    model, ddp, opt = fresh()
     run(ddp, opt, 2)
     model_sd, optim_sd = get_state_dict(model, opt)
     path = f"{outdir}/dcp_{key}"
@@ -155,7 +144,7 @@ def checkpoint_round_trip(key: str, rank: int, world: int, outdir: str) -> str |
     run(ddp, opt, 2)
     expected = [p.detach().clone() for p in model.parameters()]
 
-    model2, ddp2, opt2 = build()
+    model2, ddp2, opt2 = fresh()
     if caps.requires_closure or caps.gradient_free:
         # get_state_dict initializes an empty optimizer by calling step() without a closure, which
         # these optimizers refuse; one real step creates the state (the load overwrites it and the model).
@@ -173,10 +162,7 @@ def checkpoint_round_trip(key: str, rank: int, world: int, outdir: str) -> str |
 
 def run_checkpoints(rank: int, world: int, port: int, outdir: str, keys: list[str]) -> None:
     """:func:`checkpoint_round_trip` for every key; saves key -> None or the failure."""
-    torch.set_num_threads(1)
-    dist.init_process_group(
-        "gloo", init_method=f"tcp://127.0.0.1:{port}", rank=rank, world_size=world, timeout=timedelta(seconds=60)
-    )
+    init_gloo(rank, world, port, timeout_s=60)
     results: dict[str, Any] = {}
     try:
         for key in keys:

@@ -8,7 +8,6 @@ Without it (the control) the replicas diverge.
 
 from __future__ import annotations
 
-import socket
 from pathlib import Path
 from typing import Any
 
@@ -18,20 +17,15 @@ import torch.multiprocessing as mp
 
 from steepest.distributed import all_reduce_closure
 from tests.distributed import _closure_workers as workers
+from tests.distributed._common import free_port
 
 WORLD = 2
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 @pytest.fixture(scope="module")
 def results(tmp_path_factory: pytest.TempPathFactory) -> list[dict[str, Any]]:
     out = tmp_path_factory.mktemp("closures")
-    mp.spawn(workers.run_all, args=(WORLD, _free_port(), str(out)), nprocs=WORLD, join=True)
+    mp.spawn(workers.run_all, args=(WORLD, free_port(), str(out)), nprocs=WORLD, join=True)
     return [torch.load(Path(out) / f"rank{r}.pt", weights_only=False) for r in range(WORLD)]
 
 

@@ -13,7 +13,6 @@ tangents; the optimizer raises).
 
 from __future__ import annotations
 
-import socket
 from pathlib import Path
 from typing import Any
 
@@ -23,6 +22,7 @@ import torch.multiprocessing as mp
 
 from steepest.optim._registry import REGISTRY
 from tests.distributed import _ddp_workers as workers
+from tests.distributed._common import free_port
 
 #: Optimizers that raise under DDP today (see the module docstring), with the error they raise.
 NOT_UNDER_DDP = {
@@ -35,17 +35,11 @@ NOT_UNDER_DDP = {
 KEYS = sorted(REGISTRY)
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
 @pytest.fixture(scope="module", params=[2, 4], ids=["2ranks", "4ranks"])
 def world(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory) -> tuple[int, list[dict[str, Any]]]:
     size = int(request.param)
     out = tmp_path_factory.mktemp(f"ddp{size}")
-    mp.spawn(workers.run_all, args=(size, _free_port(), str(out), KEYS), nprocs=size, join=True)
+    mp.spawn(workers.run_all, args=(size, free_port(), str(out), KEYS), nprocs=size, join=True)
     return size, [torch.load(Path(out) / f"rank{r}.pt", weights_only=False) for r in range(size)]
 
 
@@ -79,7 +73,7 @@ def test_every_registered_optimizer_is_covered() -> None:
 
 def test_a_dead_rank_stops_the_survivor_with_an_error(tmp_path: Path) -> None:
     """A rank that dies mid-training: the other rank's next all-reduce raises; it never steps alone."""
-    mp.spawn(workers.rank_dies, args=(2, _free_port(), str(tmp_path)), nprocs=2, join=True)
+    mp.spawn(workers.rank_dies, args=(2, free_port(), str(tmp_path)), nprocs=2, join=True)
     survivor = torch.load(tmp_path / "rank0.pt", weights_only=False)
     assert survivor["error"] is not None, survivor
     assert survivor["steps"] == 2, survivor  # no step taken after the peer died
@@ -90,7 +84,7 @@ def test_a_dead_rank_stops_the_survivor_with_an_error(tmp_path: Path) -> None:
 def checkpoints(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
     out = tmp_path_factory.mktemp("dcp")
     keys = [k for k in KEYS if k not in NOT_UNDER_DDP]
-    mp.spawn(workers.run_checkpoints, args=(2, _free_port(), str(out), keys), nprocs=2, join=True)
+    mp.spawn(workers.run_checkpoints, args=(2, free_port(), str(out), keys), nprocs=2, join=True)
     results: dict[str, Any] = torch.load(Path(out) / "ckpt_rank0.pt", weights_only=False)
     return results
 
