@@ -117,10 +117,30 @@ def rank_dies(rank: int, world: int, port: int, outdir: str) -> None:
     torch.save(outcome, f"{outdir}/rank{rank}.pt")
 
 
-def checkpoint_round_trip(key: str, rank: int, world: int, outdir: str) -> str | None:
+def wrap(model: nn.Module, engine: str) -> nn.Module:
+    """The module to run forward through: ``DDP(model)``, or ``model`` itself sharded by FSDP2."""
+    if engine == "ddp":
+        return DDP(model)
+    if engine == "fsdp2":
+        from tests.distributed._fsdp_workers import shard_model
+
+        return shard_model(model)
+    raise ValueError(f"unknown engine {engine!r}")
+
+
+def full_values(model: nn.Module) -> list[torch.Tensor]:
+    """Every parameter's full value (FSDP2's DTensor shards gathered), detached copies."""
+    return [
+        (p.full_tensor() if hasattr(p, "full_tensor") else p).detach().clone()  # type: ignore[operator]
+        for p in model.parameters()
+    ]
+
+
+def checkpoint_round_trip(key: str, rank: int, world: int, outdir: str, engine: str = "ddp") -> str | None:
     """Save after 2 steps with torch.distributed.checkpoint, resume fresh, compare 2 more steps.
 
-    The reference is 4 uninterrupted steps. Returns None when they agree bitwise, else why not.
+    ``engine`` is ``"ddp"`` or ``"fsdp2"``. The reference is 4 uninterrupted steps. Returns None
+    when they agree bitwise, else why not.
     """
     import torch.distributed.checkpoint as dcp
     from torch.distributed.checkpoint.state_dict import get_state_dict, set_state_dict
@@ -131,43 +151,44 @@ def checkpoint_round_trip(key: str, rank: int, world: int, outdir: str) -> str |
 
     def fresh() -> tuple[nn.Module, nn.Module, torch.optim.Optimizer]:
         model = make_model()
-        return model, DDP(model), build(key, model)
+        forward = wrap(model, engine)
+        return model, forward, build(key, model)
 
-    def run(ddp: nn.Module, opt: torch.optim.Optimizer, steps: int) -> None:
-        take_steps(key, opt, ddp, x[shard], y[shard], steps)
+    def run(forward: nn.Module, opt: torch.optim.Optimizer, steps: int) -> None:
+        take_steps(key, opt, forward, x[shard], y[shard], steps)
 
-    model, ddp, opt = fresh()
-    run(ddp, opt, 2)
+    model, forward, opt = fresh()
+    run(forward, opt, 2)
     model_sd, optim_sd = get_state_dict(model, opt)
-    path = f"{outdir}/dcp_{key}"
+    path = f"{outdir}/dcp_{engine}_{key}"
     dcp.save({"model": model_sd, "optim": optim_sd}, checkpoint_id=path)
-    run(ddp, opt, 2)
-    expected = [p.detach().clone() for p in model.parameters()]
+    run(forward, opt, 2)
+    expected = full_values(model)
 
-    model2, ddp2, opt2 = fresh()
+    model2, forward2, opt2 = fresh()
     if caps.requires_closure or caps.gradient_free:
         # get_state_dict initializes an empty optimizer by calling step() without a closure, which
         # these optimizers refuse; one real step creates the state (the load overwrites it and the model).
-        run(ddp2, opt2, 1)
+        run(forward2, opt2, 1)
     model_sd2, optim_sd2 = get_state_dict(model2, opt2)
     state = {"model": model_sd2, "optim": optim_sd2}
     dcp.load(state, checkpoint_id=path)
     set_state_dict(model2, opt2, model_state_dict=state["model"], optim_state_dict=state["optim"])
-    run(ddp2, opt2, 2)
-    for p, e in zip(model2.parameters(), expected, strict=True):
-        if not torch.equal(p.detach(), e):
-            return f"differs by {float((p.detach() - e).abs().max()):.3g}"
+    run(forward2, opt2, 2)
+    for p, e in zip(full_values(model2), expected, strict=True):
+        if not torch.equal(p, e):
+            return f"differs by {float((p - e).abs().max()):.3g}"
     return None
 
 
-def run_checkpoints(rank: int, world: int, port: int, outdir: str, keys: list[str]) -> None:
-    """:func:`checkpoint_round_trip` for every key; saves key -> None or the failure."""
+def run_checkpoints(rank: int, world: int, port: int, outdir: str, keys: list[str], engine: str = "ddp") -> None:
+    """:func:`checkpoint_round_trip` for every key under ``engine``; saves key -> None or the failure."""
     init_gloo(rank, world, port, timeout_s=60)
     results: dict[str, Any] = {}
     try:
         for key in keys:
             try:
-                results[key] = checkpoint_round_trip(key, rank, world, outdir)
+                results[key] = checkpoint_round_trip(key, rank, world, outdir, engine)
             except Exception as err:
                 results[key] = f"raised {type(err).__name__}: {str(err)[:300]}"
         torch.save(results, f"{outdir}/ckpt_rank{rank}.pt")

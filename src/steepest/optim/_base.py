@@ -32,6 +32,7 @@ from torch import Tensor
 from torch.optim import Optimizer
 
 from steepest.optim import _fused
+from steepest.optim._functional import is_dtensor
 from steepest.optim._validation import COMMON_RULES, Rule, check_hyperparameters, is_real_valued
 
 #: One state entry: its shape and dtype.
@@ -45,6 +46,17 @@ EXECUTION_PATH_KEYS = ("foreach", "fused")
 
 #: The float dtype of scalar state (step counters, accumulators), as torch's optimizers use.
 SCALAR_DTYPE = torch.float32
+
+
+def zeros_state(param: Tensor, shape: tuple[int, ...], dtype: torch.dtype) -> Tensor:
+    """A zeroed state tensor for ``param``: laid out like it when shaped like it, else a plain tensor.
+
+    "Like it" keeps ``param``'s memory format and, for an FSDP2 parameter (a DTensor), its sharding,
+    so elementwise state stays sharded with the parameter whatever its dtype.
+    """
+    if tuple(shape) == tuple(param.shape):
+        return torch.zeros_like(param, dtype=dtype, memory_format=torch.preserve_format)
+    return torch.zeros(shape, dtype=dtype, device=param.device)
 
 
 @dataclass(frozen=True)
@@ -214,6 +226,9 @@ class SteepestOptimizer(StateSpecMixin, Optimizer, metaclass=ABCMeta):
     #: because it needs a statistic over the group first (a norm, a maximum).
     foreach_whole_group: ClassVar[bool] = False
     _real_hyperparameters: ClassVar[frozenset[str]] = frozenset()
+    #: Why this optimizer cannot update DTensor parameters (FSDP2 ``fully_shard``), or None when it can.
+    #: Said as what it needs, e.g. "full gradient matrices for its SVD projector".
+    dtensor_refusal: ClassVar[str | None] = None
 
     def __init_subclass__(cls, **kwargs: Any) -> None:
         super().__init_subclass__(**kwargs)
@@ -265,10 +280,29 @@ class SteepestOptimizer(StateSpecMixin, Optimizer, metaclass=ABCMeta):
         check_hyperparameters(name, self._rules(), {k: v for k, v in param_group.items() if k != "params"})
         _check_paths(name, self.capabilities, {**self.defaults, **param_group})
         params = param_group["params"]
-        for p in [params] if isinstance(params, Tensor) else list(params):
-            if isinstance(p, Tensor) and not p.is_floating_point():
+        if not isinstance(params, Tensor | set):  # torch rejects sets itself, with its own message
+            params = param_group["params"] = list(params)
+        tensors = [p for p in ([params] if isinstance(params, Tensor) else params) if isinstance(p, Tensor)]
+        for p in tensors:
+            if not p.is_floating_point():
                 raise ValueError(f"{name}: parameters must be real floating point tensors, got {p.dtype}")
+        if any(is_dtensor(p) for p in tensors):
+            reason = self.sharding_refusal({**self.defaults, **param_group})
+            if reason is not None:
+                raise ValueError(
+                    f"{name} cannot update DTensor parameters (FSDP2 fully_shard): it needs {reason}. "
+                    "Train it under DDP instead (see steepest.distributed)."
+                )
         super().add_param_group(param_group)
+
+    def sharding_refusal(self, group: ParamGroup) -> str | None:
+        """What ``group`` would need that sharded (DTensor) parameters lack, or None if they are fine.
+
+        :attr:`dtensor_refusal` by default; optimizers that refuse only some groups (GaLore's
+        projected matrices) override this. Checked when a group holding DTensors is added, so an
+        unsupported optimizer fails at construction instead of updating shards wrongly.
+        """
+        return self.dtensor_refusal
 
     def __setstate__(self, state: dict[str, Any]) -> None:
         super().__setstate__(state)
@@ -287,10 +321,7 @@ class SteepestOptimizer(StateSpecMixin, Optimizer, metaclass=ABCMeta):
     def _init_state(self, param: Tensor, group: ParamGroup, state: dict[str, Any]) -> None:
         """Create zeroed state for ``param``; override for a different initial value."""
         for name, (shape, dtype) in self.state_shapes(param, group).items():
-            if tuple(shape) == tuple(param.shape) and dtype == param.dtype:
-                state[name] = torch.zeros_like(param, memory_format=torch.preserve_format)
-            else:
-                state[name] = torch.zeros(shape, dtype=dtype, device=param.device)
+            state[name] = zeros_state(param, shape, dtype)
 
     # -- step ----------------------------------------------------------------------------
 

@@ -35,6 +35,10 @@ class HutchinsonOptimizer(SteepestOptimizer):
     """
 
     capabilities: ClassVar[Capabilities] = Capabilities(needs_create_graph=True)
+    dtensor_refusal: ClassVar[str | None] = (
+        "Hessian-vector products through gradients with an autograd graph (backward(create_graph=True)); "
+        "FSDP2's reduce-scatter returns gradients without one"
+    )
     #: The probe distribution the estimator draws (``None``: read from the group's ``probe``).
     probe_distribution: ClassVar[str | None] = "rademacher"
 

@@ -23,6 +23,47 @@ from torch import Tensor
 Scalar = float | Tensor
 
 
+def is_dtensor(tensor: object) -> bool:
+    """Whether ``tensor`` is a ``torch.distributed.tensor.DTensor`` (an FSDP2 parameter or its state)."""
+    if not torch.distributed.is_available():
+        return False
+    from torch.distributed.tensor import DTensor
+
+    return isinstance(tensor, DTensor)
+
+
+def unevenly_sharded(tensor: Tensor) -> bool:
+    """Whether ``tensor`` is a DTensor sharded along a dimension its mesh size does not divide.
+
+    DTensor cannot flatten or regroup such a tensor (torch 2.13 raises "Cannot flatten unevenly
+    sharded tensor"), so updates that view a parameter as blocks need even shards.
+    """
+    if not is_dtensor(tensor):
+        return False
+    from torch.distributed.tensor import Shard
+
+    mesh = tensor.device_mesh  # type: ignore[attr-defined]
+    return any(
+        isinstance(placement, Shard) and tensor.shape[placement.dim] % mesh.size(mesh_dim) != 0
+        for mesh_dim, placement in enumerate(tensor.placements)  # type: ignore[attr-defined]
+    )
+
+
+def copy_all_(targets: Sequence[Tensor], sources: Sequence[Tensor]) -> None:
+    """``targets[i].copy_(sources[i])`` for every i: one ``torch._foreach_copy_`` for plain tensors.
+
+    DTensors (FSDP2) take per-tensor copies: torch 2.13 has no sharding rule for ``_foreach_copy_``.
+    A replicated DTensor source into a plain target is gathered with ``full_tensor()`` first.
+    """
+    if not any(is_dtensor(t) for t in (*targets, *sources)):
+        torch._foreach_copy_(list(targets), list(sources))
+        return
+    for target, source in zip(targets, sources, strict=True):
+        if is_dtensor(source) and not is_dtensor(target):
+            source = source.full_tensor()  # type: ignore[attr-defined]
+        target.copy_(source)
+
+
 def increment_step(step: Tensor) -> Scalar:
     """Add one to a 0-dim step counter in place and return its new value.
 

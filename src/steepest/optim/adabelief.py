@@ -16,6 +16,7 @@ from steepest.optim._functional import (
     addcdiv_scaled_,
     addcmul_scaled_,
     bias_correction,
+    copy_all_,
     increment_step,
     increment_steps,
     lerp_,
@@ -280,7 +281,7 @@ class AdaBelief(SteepestOptimizer):
         if not group["rectify"]:
             # sqrt(s)/sqrt(bc2) + eps, folded: p -= (lr sqrt(bc2)/bc1) m / (sqrt(s) + eps sqrt(bc2)).
             root_bc2 = [math.sqrt(bias_correction(beta2, t)) for t in steps]
-            torch._foreach_copy_(buffer, second)
+            copy_all_(buffer, second)
             torch._foreach_sqrt_(buffer)
             torch._foreach_add_(buffer, [eps * r for r in root_bc2])
             scales = [-lr * r / bias_correction(beta1, t) for r, t in zip(root_bc2, steps, strict=True)]
@@ -295,7 +296,7 @@ class AdaBelief(SteepestOptimizer):
         if adaptive:  # usually every parameter: all steps past the warm-up
             chosen = adaptive if len(adaptive) < len(params) else range(len(params))
             denom = [buffer[i] for i in chosen]
-            torch._foreach_copy_(denom, [exp_avg_vars[i] for i in chosen])
+            copy_all_(denom, [exp_avg_vars[i] for i in chosen])
             torch._foreach_sqrt_(denom)
             torch._foreach_add_(denom, eps)
             torch._foreach_addcdiv_(

@@ -17,7 +17,7 @@ from steepest.optim._base import (
     SteepestOptimizer,
     device_dtype_buckets,
 )
-from steepest.optim._functional import decay_weights_, foreach_decay_weights_, materialized, per_tensor_norms
+from steepest.optim._functional import copy_all_, decay_weights_, foreach_decay_weights_, materialized, per_tensor_norms
 from steepest.optim._validation import POSITIVE, OneOf
 
 
@@ -208,7 +208,7 @@ class AdaGradNorm(SteepestOptimizer):
         b_squared = previous + per_tensor_norms(grads, 2.0).square().sum()
         for bucket_params, _, bucket_states in buckets:
             sums = [s["sum_sq"] for s in bucket_states]
-            torch._foreach_copy_(sums, [b_squared.to(sums[0].device)] * len(sums))
+            copy_all_(sums, [b_squared.to(sums[0].device)] * len(sums))
             foreach_decay_weights_(bucket_params, lr, wd)
         step = -lr / math.sqrt(b_squared.item())
         for bucket_params, bucket_grads, _ in buckets:

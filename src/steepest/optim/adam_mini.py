@@ -25,6 +25,7 @@ from steepest.optim._functional import (
     increment_steps,
     lerp_,
     scalar_sqrt,
+    unevenly_sharded,
 )
 from steepest.optim._names import split_named_params
 from steepest.optim._validation import Integer, Optional, check_hyperparameters
@@ -293,6 +294,20 @@ class AdamMini(SteepestOptimizer):
                 stacklevel=2,
             )
         super().add_param_group({**param_group, "params": params, "param_names": list(names)})
+
+    def sharding_refusal(self, group: ParamGroup) -> str | None:
+        """Blocked tensors must be evenly sharded: DTensor cannot regroup an uneven shard into blocks."""
+        uneven = [
+            f"{param_name} {tuple(p.shape)}"
+            for param_name, p in zip(group["param_names"], group["params"], strict=True)
+            if unevenly_sharded(p) and self.block_of(param_name, p, group).rule != RULE_FULL
+        ]
+        if uneven:
+            return (
+                "each blocked tensor sharded evenly (its sharded dimension a multiple of the mesh size); "
+                f"uneven: {', '.join(uneven)}"
+            )
+        return None
 
     def partition_report(self) -> str:
         """One line per parameter: name, shape, rule, ``exp_avg_sq`` shape, decay, and why."""

@@ -14,6 +14,7 @@ from steepest.optim._functional import (
     addcdiv_scaled_,
     addcmul_scaled_,
     bias_correction,
+    copy_all_,
     decay_weights_,
     foreach_decay_weights_,
     global_norm,
@@ -209,7 +210,7 @@ class Adan(SteepestOptimizer):
         grads = self._scaled(grads)
         first = [i for i, step in enumerate(steps) if step == 1]
         if first:
-            torch._foreach_copy_([prev_grads[i] for i in first], [grads[i] for i in first])
+            copy_all_([prev_grads[i] for i in first], [grads[i] for i in first])
 
         # No temporaries: the g_{t-1} buffer holds g + beta2 d, then the denominator, then g_t.
         torch._foreach_lerp_(exp_avgs, grads, 1.0 - beta1)
@@ -221,7 +222,7 @@ class Adan(SteepestOptimizer):
 
         sqrt_bc3 = [math.sqrt(bias_correction(beta3, s)) for s in steps]
         denoms = prev_grads
-        torch._foreach_copy_(denoms, exp_avg_sqs)
+        copy_all_(denoms, exp_avg_sqs)
         torch._foreach_sqrt_(denoms)
         torch._foreach_add_(denoms, [eps * c for c in sqrt_bc3])
         if no_prox:
@@ -232,4 +233,4 @@ class Adan(SteepestOptimizer):
         torch._foreach_addcdiv_(params, exp_avg_diffs, denoms, diff_sizes)
         if wd != 0.0 and not no_prox:
             torch._foreach_div_(params, 1.0 + lr * wd)
-        torch._foreach_copy_(prev_grads, grads)
+        copy_all_(prev_grads, grads)

@@ -120,6 +120,10 @@ class BlockLLM(SteepestOptimizer):
     """
 
     capabilities: ClassVar[Capabilities] = Capabilities(needs_named_parameters=True, elementwise=False)
+    dtensor_refusal: ClassVar[str | None] = (
+        "whole parameter tensors: it ranks tensors by their gradient norms and masks coordinates by a "
+        "top-k over each full tensor, which a shard does not hold"
+    )
     hyperparameter_rules: ClassVar[Mapping[str, Rule]] = MappingProxyType(
         {
             "sparsity": Interval(0.0, 1.0, high_open=True),

@@ -13,6 +13,7 @@ from steepest.optim._functional import (
     add_scaled_,
     addcdiv_scaled_,
     bias_correction,
+    copy_all_,
     foreach_update_moments_,
     increment_step,
     increment_steps,
@@ -146,4 +147,4 @@ class DiffGrad(SteepestOptimizer):
         denom = torch._foreach_sqrt(exp_avg_sqs)
         torch._foreach_add_(denom, eps)
         torch._foreach_addcdiv_(params, previous, denom, [-_step_size(lr, beta1, beta2, t) for t in steps])
-        torch._foreach_copy_(previous, grads)
+        copy_all_(previous, grads)

@@ -70,6 +70,7 @@ class ForwardGradient(ZerothOrderOptimizer):
         5.0
     """
 
+    dtensor_refusal: ClassVar[str | None] = "forward-mode tangents, which DTensor parameters do not carry"
     hyperparameter_rules: ClassVar[Mapping[str, Rule]] = {"seed": Integer(0)}
 
     def __init__(

@@ -425,6 +425,12 @@ class FRUGAL(SteepestOptimizer):
         """Only unprojected groups (``proj_type="none"``, plain AdamW) are fused."""
         return group["proj_type"] == "none"
 
+    def sharding_refusal(self, group: ParamGroup) -> str | None:
+        """Projected groups need whole matrices; unprojected groups (``proj_type="none"``) take DTensors."""
+        if group["proj_type"] == "none":
+            return None
+        return "each projected matrix whole to choose its state-full subspace (a shard holds some rows)"
+
     def _single_tensor_update(
         self, group: ParamGroup, params: list[Tensor], grads: list[Tensor], states: list[dict[str, Any]]
     ) -> None:

@@ -223,6 +223,12 @@ class GaLoreAdamW(SteepestOptimizer):
         """Only unprojected groups (``rank=None``) are fused."""
         return group["rank"] is None
 
+    def sharding_refusal(self, group: ParamGroup) -> str | None:
+        """Projected groups need whole matrices; unprojected groups (``rank=None``) take DTensors."""
+        if group["rank"] is None:
+            return None
+        return "each projected gradient matrix whole for its SVD projector (a shard holds some rows)"
+
     def _projected_direction(
         self,
         projector: LowRankProjector,

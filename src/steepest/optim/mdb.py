@@ -91,6 +91,9 @@ class MultidimensionalBacktracking(StepSizeOptimizer):
         foreach: vector operations as ``torch._foreach_*`` (same result).
     """
 
+    dtensor_refusal: ClassVar[str | None] = (
+        "one flat vector of all coordinates: its cutting planes couple every coordinate of every tensor"
+    )
     hyperparameter_rules: ClassVar[Mapping[str, Rule]] = MappingProxyType(
         {
             "set": OneOf(("ellipsoid", "box")),

@@ -17,7 +17,8 @@ from typing import Any, ClassVar
 import torch
 from torch import Tensor
 
-from steepest.optim._base import SCALAR_DTYPE, Capabilities, ParamGroup, StateSpec, SteepestOptimizer
+from steepest.optim._base import SCALAR_DTYPE, Capabilities, ParamGroup, StateSpec, SteepestOptimizer, zeros_state
+from steepest.optim._functional import is_dtensor
 from steepest.optim._validation import POSITIVE, Boolean, Integer, Rule
 
 _MASK64 = (1 << 64) - 1
@@ -52,9 +53,18 @@ def direction(like: Tensor, seed: int, dtype: torch.dtype | None = None) -> Tens
 
     Drawn with a fresh :class:`torch.Generator` on ``like``'s device, so the global RNG (the
     user's dropout stream) is never touched.
+
+    For a DTensor ``like`` (an FSDP2 shard) every rank draws the full-shape direction from the same
+    seed and keeps its own shard (``distribute_tensor`` with ``src_data_rank=None``: no communication),
+    so the perturbation is the one a single process draws, whatever the world size.
     """
     generator = torch.Generator(device=like.device).manual_seed(seed)
-    return torch.randn(like.shape, generator=generator, dtype=dtype or like.dtype, device=like.device)
+    z = torch.randn(like.shape, generator=generator, dtype=dtype or like.dtype, device=like.device)
+    if is_dtensor(like):
+        from torch.distributed.tensor import distribute_tensor
+
+        return distribute_tensor(z, like.device_mesh, like.placements, src_data_rank=None)  # type: ignore[attr-defined]
+    return z
 
 
 def loss_value(loss: Any) -> Tensor:
@@ -167,7 +177,7 @@ class ZerothOrderOptimizer(SteepestOptimizer):
 
     def _init_zo_state(self, param: Tensor, group: ParamGroup, state: dict[str, Any], index: int) -> None:
         for name, (shape, dtype) in self.state_shapes(param, group).items():
-            state[name] = torch.zeros(shape, dtype=dtype, device=param.device)
+            state[name] = zeros_state(param, shape, dtype)
         # Seeds live on the CPU: they are read on the host to seed each direction's generator.
         state["seed"] = torch.tensor(initial_seed(group["seed"], index), dtype=SEED_DTYPE)
         if "master" in state:

@@ -82,6 +82,9 @@ class MFAC(SteepestOptimizer):
     """
 
     capabilities: ClassVar[Capabilities] = Capabilities(elementwise=False, global_statistic=True)
+    dtensor_refusal: ClassVar[str | None] = (
+        "the full flattened gradient: it keeps a history of whole gradients and their Gram matrix"
+    )
     hyperparameter_rules: ClassVar[Mapping[str, Rule]] = MappingProxyType({"ngrads": Integer(1), "damp": POSITIVE})
 
     def __init__(

@@ -161,6 +161,10 @@ class NewtonCG(SteepestOptimizer):
     capabilities: ClassVar[Capabilities] = Capabilities(
         requires_closure=True, needs_create_graph=True, elementwise=False, global_statistic=True
     )
+    dtensor_refusal: ClassVar[str | None] = (
+        "Hessian-vector products through gradients with an autograd graph (backward(create_graph=True)); "
+        "FSDP2's reduce-scatter returns gradients without one"
+    )
     param_state = ("direction",)
     scalar_state = ("step",)
     hyperparameter_rules: ClassVar[Mapping[str, Rule]] = MappingProxyType(

@@ -10,6 +10,7 @@ import torch
 from torch import Tensor
 
 from steepest.optim._base import ParamGroup, StateSpec
+from steepest.optim._functional import is_dtensor
 from steepest.optim._validation import UNIT_OPEN, Rule
 from steepest.optim.mezo import ZO_RULES, ActiveParam, ZerothOrderOptimizer, decays
 
@@ -26,6 +27,8 @@ def magnitude_threshold(values: Tensor, sparsity: float) -> float:
         return math.inf
     if k <= 0:
         return -1.0
+    if is_dtensor(values):  # an FSDP2 shard: the k-th value is over the whole tensor
+        values = values.full_tensor()  # type: ignore[attr-defined]
     magnitudes = values.detach().abs().flatten()
     if magnitudes.dtype not in (torch.float32, torch.float64):
         magnitudes = magnitudes.float()  # exact: every float16/bfloat16 value is a float32 value
