@@ -1,9 +1,10 @@
 """``steepest bench``: run sweeps, write the report, list workloads and optimizers.
 
 * ``steepest bench run [--config quick|FILE] [-w W ...] [-o O ...] [--seeds S ...] [--size S] [--budget STEPS]
-  [--mode defaults|tune] [--trials N] [--studies K] [--store URL] [--jobs N] [--threads N] [--dry-run]
-  [--report]``: run every workload x optimizer x seed (or tuning trial) of the config that the store does not
-  have yet (a killed sweep resumes), with a progress bar; ``--report`` writes the report afterwards.
+  [--mode defaults|tune] [--trials N] [--studies K] [--store URL] [--jobs N] [--threads N]
+  [--executor local|ray] [--address ADDR] [--dry-run] [--report]``: run every workload x optimizer x seed (or
+  tuning trial) of the config that the store does not have yet (a killed sweep resumes), with a progress bar,
+  in local processes or as Ray tasks; ``--report`` writes the report afterwards.
 * ``steepest bench report [--config ...] [--store URL] [--out DIR] [--unit U] [-w W ...] [-o O ...]``.
 * ``steepest bench list``: registered workloads (targets and budgets per size), optimizers, shipped configs.
 """
@@ -16,6 +17,7 @@ import time
 from typing import Any
 
 from steepest.bench.config import ConfigError, SweepConfig, load_config, shipped_configs
+from steepest.bench.executors import EXECUTORS, ExecutorError
 from steepest.bench.scoring import UNITS
 from steepest.bench.tuning import MODES
 from steepest.bench.workloads import SIZES, WORKLOADS, workload_names
@@ -36,7 +38,8 @@ def _apply_overrides(config: SweepConfig, args: argparse.Namespace) -> SweepConf
         config.optimizers = list(args.optimizer)
     for attr, name in (("seeds", "seeds"), ("size", "size"), ("mode", "mode"), ("budget", "max_steps"),
                        ("jobs", "jobs"), ("threads", "threads"), ("trials", "trials"), ("studies", "studies"),
-                       ("store", "store"), ("out", "report"), ("unit", "unit")):
+                       ("store", "store"), ("out", "report"), ("unit", "unit"), ("executor", "executor"),
+                       ("address", "address")):
         value = getattr(args, attr, None)
         if value is not None:
             setattr(config, name, list(value) if isinstance(value, list) else value)
@@ -77,7 +80,10 @@ def cmd_run(args: argparse.Namespace) -> int:
         return _error(str(err))
     store = ResultStore(config.store)
     started = time.perf_counter()
-    summary = run_sweep(config, store, progress=not args.no_progress)
+    try:
+        summary = run_sweep(config, store, progress=not args.no_progress)
+    except ExecutorError as err:
+        return _error(str(err))
     elapsed = time.perf_counter() - started
     statuses = ", ".join(f"{k}: {v}" for k, v in sorted(summary.statuses.items())) or "none run"
     print(f"sweep {config.name!r}: {summary.planned} runs planned, {summary.skipped} already stored, "
@@ -178,6 +184,11 @@ def add_bench_parser(commands: Any) -> None:
     run_p.add_argument("--studies", type=int, help="tuning studies")
     run_p.add_argument("--jobs", type=int, help="runs in parallel (default: the config's)")
     run_p.add_argument("--threads", type=int, help="torch threads per run (default: the config's)")
+    run_p.add_argument("--executor", choices=EXECUTORS,
+                       help="local: this process or a pool of --jobs processes; ray: one Ray task per run "
+                       "(default: the config's)")
+    run_p.add_argument("--address", help="--executor ray: the cluster ('auto': the one `ray start` runs here, "
+                       "'host:port', 'local': a private one); use a postgresql:// --store when machines differ")
     run_p.add_argument("--dry-run", action="store_true", help="list the runs and what the store has; run nothing")
     run_p.add_argument("--no-progress", action="store_true", help="no progress bar")
     run_p.add_argument("--report", action="store_true", help="write the report after the sweep")

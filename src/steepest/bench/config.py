@@ -12,6 +12,8 @@ Layout (every key optional except ``workloads`` and ``optimizers``)::
     stop_at_target = true           # end a run at its first evaluation meeting the target
     threads = 1                     # torch threads per run
     jobs = 1                        # runs in parallel (local process pool)
+    executor = "local"              # local (process pool) | ray (one Ray task per run)
+    address = "auto"                # executor = "ray": the cluster to join ("auto", "host:port", "local")
 
     [tuning]                        # mode = "tune" only
     trials = 5                      # per study (AlgoPerf: 5)
@@ -37,6 +39,7 @@ from importlib import resources
 from pathlib import Path
 from typing import Any, cast
 
+from steepest.bench.executors import EXECUTORS, Executor
 from steepest.bench.scoring import UNITS, Unit
 from steepest.bench.tuning import MODES, Mode
 from steepest.bench.workloads import SIZES, Size, workload_names
@@ -61,6 +64,8 @@ class SweepConfig:
     stop_at_target: bool = True
     threads: int = 1
     jobs: int = 1
+    executor: Executor = "local"
+    address: str = "auto"
     trials: int = 5
     studies: int = 3
     hyperparameters: dict[str, dict[str, Any]] = field(default_factory=dict)
@@ -116,6 +121,8 @@ _TOP: dict[str, type] = {
     "stop_at_target": bool,
     "threads": int,
     "jobs": int,
+    "executor": str,
+    "address": str,
     "tuning": dict,
     "hyperparameters": dict,
     "output": dict,
@@ -183,6 +190,9 @@ def config_from_dict(data: dict[str, Any], source: str = "<dict>") -> SweepConfi
     unit = output.get("unit", "grad_evals")
     if unit not in UNITS:
         raise ConfigError(f"{source}: output.unit must be one of {', '.join(UNITS)}, got {unit!r}")
+    executor = data.get("executor", "local")
+    if executor not in EXECUTORS:
+        raise ConfigError(f"{source}: executor must be one of {', '.join(EXECUTORS)}, got {executor!r}")
     seeds = data.get("seeds", [0])
     if not seeds or not all(isinstance(s, int) and not isinstance(s, bool) and s >= 0 for s in seeds):
         raise ConfigError(f"{source}: seeds must be a non-empty list of non-negative integers, got {seeds!r}")
@@ -200,6 +210,8 @@ def config_from_dict(data: dict[str, Any], source: str = "<dict>") -> SweepConfi
         stop_at_target=data.get("stop_at_target", True),
         threads=_positive(data.get("threads", 1), "threads", source),
         jobs=_positive(data.get("jobs", 1), "jobs", source),
+        executor=cast(Executor, executor),
+        address=data.get("address", "auto"),
         trials=_positive(tuning.get("trials", 5), "tuning.trials", source),
         studies=_positive(tuning.get("studies", 3), "tuning.studies", source),
         hyperparameters={k: {n: _tuples(x) for n, x in v.items()} for k, v in hyper.items()},

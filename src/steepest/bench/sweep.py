@@ -1,22 +1,20 @@
 """Run a sweep: expand a :class:`SweepConfig` into run specs, skip what the store has, run the rest.
 
-Runs execute in this process (``jobs=1``) or in a local pool of ``jobs`` fresh (spawned) worker processes; each
-finished run is committed to the store at once, by this process, in one transaction, so a sweep killed at any
-point resumes where it stopped (already-stored keys are skipped) with nothing lost or duplicated.
+Runs execute in this process (``jobs=1``), in a local pool of ``jobs`` fresh (spawned) worker processes, or as
+Ray tasks (``executor="ray"``, see :mod:`steepest.bench.executors`); each finished run is committed to the store
+at once, by this process, in one transaction, so a sweep killed at any point resumes where it stopped
+(already-stored keys are skipped) with nothing lost or duplicated.
 """
 
 from __future__ import annotations
 
-import multiprocessing
 import sys
 from collections.abc import Callable, Iterator
-from concurrent.futures import FIRST_COMPLETED, Future, ProcessPoolExecutor, wait
 from dataclasses import dataclass
 
-import torch
-
 from steepest.bench.config import SweepConfig
-from steepest.bench.runner import RunResult, RunSpec, run
+from steepest.bench.executors import local_results, ray_results
+from steepest.bench.runner import RunResult, RunSpec
 from steepest.bench.store import ResultStore
 from steepest.bench.tuning import defaults_specs, external_tuning_specs
 
@@ -43,13 +41,6 @@ def expand(config: SweepConfig, workloads: list[str] | None = None) -> list[RunS
     return specs
 
 
-def run_spec(spec: RunSpec, stop_at_target: bool = True, threads: int | None = None) -> RunResult:
-    """Run one spec with ``threads`` torch threads; what the pool's workers execute."""
-    if threads is not None:
-        torch.set_num_threads(threads)
-    return run(spec, stop_at_target=stop_at_target)
-
-
 @dataclass
 class SweepSummary:
     """What a sweep did: runs planned, already done (skipped), run now, and their statuses."""
@@ -60,27 +51,10 @@ class SweepSummary:
     statuses: dict[str, int]
 
 
-def _results(
-    todo: list[RunSpec], stop_at_target: bool, threads: int, jobs: int
-) -> Iterator[RunResult]:
-    if jobs <= 1:
-        for spec in todo:
-            yield run_spec(spec, stop_at_target, threads)
-        return
-    context = multiprocessing.get_context("spawn")  # fork after torch threads have started can deadlock
-    pool = ProcessPoolExecutor(max_workers=jobs, mp_context=context)
-    try:
-        pending: set[Future[RunResult]] = set()
-        queue = list(reversed(todo))
-        while queue or pending:
-            while queue and len(pending) < 2 * jobs:  # submit lazily so an interrupt leaves little queued work
-                pending.add(pool.submit(run_spec, queue.pop(), stop_at_target, threads))
-            done, pending = wait(pending, return_when=FIRST_COMPLETED)
-            for future in done:
-                yield future.result()
-    finally:
-        # On Ctrl-C or an error, drop queued runs instead of waiting for them; finished ones are stored.
-        pool.shutdown(wait=True, cancel_futures=True)
+def _results(config: SweepConfig, todo: list[RunSpec], store: ResultStore) -> Iterator[RunResult]:
+    if config.executor == "ray":
+        return ray_results(todo, config.stop_at_target, config.threads, config.address, store.url, config.name)
+    return local_results(todo, config.stop_at_target, config.threads, config.jobs)
 
 
 def run_sweep(
@@ -106,7 +80,7 @@ def run_sweep(
         bar = tqdm(total=len(specs), initial=len(specs) - len(todo), desc=f"bench {config.name}", unit="run",
                    file=sys.stderr, dynamic_ncols=True)
     try:
-        for result in _results(todo, config.stop_at_target, config.threads, config.jobs):
+        for result in _results(config, todo, store):
             store.add(result, sweep=config.name)
             statuses[result.status] = statuses.get(result.status, 0) + 1
             if on_result is not None:
