@@ -20,6 +20,7 @@ from pathlib import Path
 
 import pytest
 
+from steepest.bench.config import ConfigError, config_from_dict
 from steepest.bench.executors import ray_task, uses_server_database
 from steepest.bench.runner import RunSpec
 from steepest.bench.store import ResultStore
@@ -50,7 +51,7 @@ def ray_address() -> Iterator[str]:
     finally:
         os.killpg(head.pid, signal.SIGTERM)
         try:
-            head.wait(timeout=30)
+            head.wait(timeout=5)
         except subprocess.TimeoutExpired:
             os.killpg(head.pid, signal.SIGKILL)
             head.wait()
@@ -96,9 +97,9 @@ def test_a_ray_sweep_lands_in_the_store(ray_address: str, tmp_path: Path) -> Non
 
 def test_killing_a_ray_worker_mid_run_loses_no_run(ray_address: str, tmp_path: Path) -> None:
     store = tmp_path / "results.db"
-    # A 20k-step budget: the AdamW runs take seconds, so that a worker is busy when it is killed.
+    # A 6000-step budget: the AdamW runs take seconds, so that a worker is busy when it is killed.
     sweep = subprocess.Popen(
-        sweep_command(ray_address, store, "--seeds", "0", "1", "--budget", "20000"),
+        sweep_command(ray_address, store, "--seeds", "0", "1", "--budget", "6000"),
         stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
     )
     killed = None
@@ -139,3 +140,10 @@ def test_a_ray_task_stores_its_own_result_given_a_store_url(tmp_path: Path) -> N
         store.close()
     assert uses_server_database("postgresql://bench@db.example/steepest")
     assert not uses_server_database("bench-results/results.db") and not uses_server_database(url)
+
+
+def test_the_executor_is_checked_in_configs() -> None:
+    base = {"workloads": ["least_squares"], "optimizers": ["adamw"]}
+    assert config_from_dict({**base, "executor": "ray", "address": "10.0.0.5:6379"}).address == "10.0.0.5:6379"
+    with pytest.raises(ConfigError, match="executor must be one of local, ray, got 'slurm'"):
+        config_from_dict({**base, "executor": "slurm"})

@@ -108,7 +108,7 @@ def _import_ray() -> Any:
         import ray
     except ImportError:
         raise ExecutorError(
-            "executor 'ray' needs Ray: pip install 'steepest[bench]' (or pip install ray)"
+            "executor 'ray' needs Ray: pip install 'steepest[ray]'"
         ) from None
     return ray
 
