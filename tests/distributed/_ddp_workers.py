@@ -15,7 +15,8 @@ from torch import nn
 from torch.nn.parallel import DistributedDataParallel as DDP
 
 import steepest
-from steepest.distributed import all_reduce_closure
+from steepest.distributed import all_reduce_closure, data_parallel_curvature
+from steepest.optim._base import SteepestOptimizer
 from steepest.optim._registry import REGISTRY
 from tests.distributed._common import init_gloo
 
@@ -37,11 +38,32 @@ def make_model() -> nn.Module:
     return nn.Sequential(nn.Linear(6, 8), nn.Tanh(), nn.Linear(8, 8), nn.Tanh(), nn.Linear(8, 2)).to(torch.float64)
 
 
+#: Hessian-vector-product optimizers: DDP cannot wrap them; they average over ranks themselves.
+CURVATURE = frozenset({"adahessian", "sophia_h", "newton_cg"})
+
+
 def build(key: str, model: nn.Module) -> torch.optim.Optimizer:
-    """Optimizer ``key`` for ``model`` with its suggested hyperparameters."""
+    """Optimizer ``key`` for ``model`` with its suggested hyperparameters.
+
+    Curvature optimizers get :func:`steepest.distributed.data_parallel_curvature` (a no-op on one process).
+    """
     entry = REGISTRY[key]
     params, extra = steepest.optimizer_params(key, model)
-    return steepest.create_optimizer(key, params, **{**entry.suggested, **extra})
+    opt = steepest.create_optimizer(key, params, **{**entry.suggested, **extra})
+    if key in CURVATURE:
+        data_parallel_curvature(opt)
+    return opt
+
+
+def data_parallel(key: str, model: nn.Module) -> nn.Module:
+    """The module each rank runs forward through for optimizer ``key`` (as steepest.distributed documents).
+
+    ``DDP(model)``; BlockLLM with ``find_unused_parameters=True`` (its unselected tensors are frozen);
+    the model itself for the curvature optimizers (they average over ranks themselves).
+    """
+    if key in CURVATURE:
+        return model
+    return DDP(model, find_unused_parameters=key == "blockllm")
 
 
 def take_steps(
@@ -72,19 +94,25 @@ def train(key: str, model: nn.Module, ddp: nn.Module | None, x: torch.Tensor, y:
     return [p.detach().clone() for p in model.parameters()]
 
 
-def run_all(rank: int, world: int, port: int, outdir: str, keys: list[str]) -> None:
-    """Train every key under DDP on this rank's shard; save the parameters (or the error) per key."""
+def run_all(rank: int, world: int, port: int, outdir: str, keys: list[str], plain_keys: list[str]) -> None:
+    """Train every key data-parallel on this rank's shard; save the parameters (or the error) per key.
+
+    ``keys`` run as :func:`data_parallel` says; ``plain_keys`` also run through a plain ``DDP(model)``
+    (their error, or their parameters, saved under ``"plain:" + key``).
+    """
     init_gloo(rank, world, port, timeout_s=60)
     x, y = data(world)
     shard = slice(rank * SHARD, (rank + 1) * SHARD)
     results: dict[str, Any] = {}
+    runs = [(key, key, data_parallel) for key in keys]
+    runs += [(f"plain:{key}", key, lambda _key, model: DDP(model)) for key in plain_keys]
     try:
-        for key in keys:
+        for name, key, forward in runs:
             model = make_model()
             try:
-                results[key] = train(key, model, DDP(model), x[shard], y[shard])
+                results[name] = train(key, model, forward(key, model), x[shard], y[shard])
             except Exception as err:  # recorded, and reported by the test with the key
-                results[key] = f"{type(err).__name__}: {err}"
+                results[name] = f"{type(err).__name__}: {err}"
         torch.save(results, f"{outdir}/rank{rank}.pt")
     finally:
         dist.destroy_process_group()
@@ -117,10 +145,10 @@ def rank_dies(rank: int, world: int, port: int, outdir: str) -> None:
     torch.save(outcome, f"{outdir}/rank{rank}.pt")
 
 
-def wrap(model: nn.Module, engine: str) -> nn.Module:
-    """The module to run forward through: ``DDP(model)``, or ``model`` itself sharded by FSDP2."""
+def wrap(key: str, model: nn.Module, engine: str) -> nn.Module:
+    """The module to run forward through: :func:`data_parallel`, or ``model`` itself sharded by FSDP2."""
     if engine == "ddp":
-        return DDP(model)
+        return data_parallel(key, model)
     if engine == "fsdp2":
         from tests.distributed._fsdp_workers import shard_model
 
@@ -147,11 +175,10 @@ def checkpoint_round_trip(key: str, rank: int, world: int, outdir: str, engine: 
 
     x, y = data(world)
     shard = slice(rank * SHARD, (rank + 1) * SHARD)
-    caps = REGISTRY[key].capabilities
 
     def fresh() -> tuple[nn.Module, nn.Module, torch.optim.Optimizer]:
         model = make_model()
-        forward = wrap(model, engine)
+        forward = wrap(key, model, engine)
         return model, forward, build(key, model)
 
     def run(forward: nn.Module, opt: torch.optim.Optimizer, steps: int) -> None:
@@ -166,10 +193,10 @@ def checkpoint_round_trip(key: str, rank: int, world: int, outdir: str, engine: 
     expected = full_values(model)
 
     model2, forward2, opt2 = fresh()
-    if caps.requires_closure or caps.gradient_free:
-        # get_state_dict initializes an empty optimizer by calling step() without a closure, which
-        # these optimizers refuse; one real step creates the state (the load overwrites it and the model).
-        run(forward2, opt2, 1)
+    if isinstance(opt2, SteepestOptimizer):
+        # get_state_dict would create the state by calling step() without a closure, which closure
+        # and Hessian-vector-product optimizers refuse: init_state() creates it without a step.
+        opt2.init_state()
     model_sd2, optim_sd2 = get_state_dict(model2, opt2)
     state = {"model": model_sd2, "optim": optim_sd2}
     dcp.load(state, checkpoint_id=path)

@@ -15,6 +15,7 @@ import pytest
 import torch
 
 import steepest
+from steepest.optim._base import SteepestOptimizer
 from steepest.optim._registry import REGISTRY
 from tests.optim.optim_db import DB, OptimSpec, build
 from tests.optim.problems import (
@@ -158,6 +159,37 @@ def test_state_dict_round_trip_continues_bitwise(key: str, variant: int, via: st
     for step_expected, step_actual in zip(expected, actual, strict=True):
         for e, a in zip(step_expected, step_actual, strict=True):
             assert torch.equal(e, a)
+
+
+@pytest.mark.parametrize(
+    ("key", "variant"),
+    [v for v in _variants() if issubclass(REGISTRY[v.values[0]].cls, SteepestOptimizer)],
+)
+def test_init_state_creates_the_state_of_a_first_step(key: str, variant: int) -> None:
+    """``init_state()`` (for torch.distributed.checkpoint) makes the state a step makes, without a step."""
+    problem = SumOfQuadratics()
+    kwargs = _spec(key).variants[variant]
+    params = make_params()
+    stepped = _build(key, params, **kwargs)
+    run_steps(stepped, params, lambda: problem.loss(params), 1)
+    fresh_params = make_params()
+    before = [p.detach().clone() for p in fresh_params]
+    fresh = _build(key, fresh_params, **kwargs)
+    fresh.init_state()
+    assert all(torch.equal(p.detach(), b) for p, b in zip(fresh_params, before, strict=True)), "init_state stepped"
+    # Empty entries (a stateless update touched the parameter) hold nothing to checkpoint.
+    got = {i: entry for i, entry in fresh.state_dict()["state"].items() if entry}
+    want = {i: entry for i, entry in stepped.state_dict()["state"].items() if entry}
+    assert got.keys() == want.keys(), key
+    for index in want:
+        assert got[index].keys() == want[index].keys(), (key, index)
+        for name, value in want[index].items():
+            if isinstance(value, torch.Tensor):
+                assert (got[index][name].shape, got[index][name].dtype) == (value.shape, value.dtype), (index, name)
+    fresh.load_state_dict(stepped.state_dict())  # a checkpoint loads over the initial state
+    snapshot = _state_snapshot(fresh)
+    fresh.init_state()  # existing state is left alone
+    _assert_same_state(snapshot, _state_snapshot(fresh))
 
 
 @pytest.mark.parametrize(("key", "variant"), _variants())

@@ -8,7 +8,29 @@ r"""Compressed-gradient communication for ``torch.distributed`` DDP (``model.reg
   arXiv:2205.14473); rank r is the "server" of chunk r of each bucket.
 * :class:`CommStats`: bytes sent by the hook against an uncompressed all-reduce.
 * :func:`all_reduce_closure`: a closure returning the global-batch loss, so that line searches,
-  Polyak steps and zeroth-order methods make the same decision on every rank.
+  Polyak steps and zeroth-order methods make the same decision on every rank (ForwardGradient:
+  the loss and its forward-mode tangent are both averaged).
+* :func:`data_parallel_curvature`: AdaHessian, Sophia-H and Newton-CG, which DDP cannot wrap
+  (``create_graph`` gradients), average their gradients and Hessian-vector products themselves.
+
+Which engine each optimizer runs under (tested on gloo, 2 and 4 ranks, equal to one process on
+the global batch):
+
+* DDP (``DistributedDataParallel``): every registered optimizer except the three above; BlockLLM
+  needs ``find_unused_parameters=True`` (it freezes the tensors it did not select).
+* FSDP2 (``fully_shard``, DTensor parameters): the elementwise and norm-based optimizers, line
+  searches, Polyak steps and zeroth-order methods (each rank draws the full-shape direction from
+  the shared seed and keeps its shard). Refused at construction, with what they need: AdaHessian,
+  Sophia-H, Newton-CG (create_graph gradients), BlockLLM and M-FAC (whole tensors / whole
+  gradients), MDB (one flat coordinate vector), ForwardGradient (tangents), the projected groups
+  of GaLore, Fira and FRUGAL (whole matrices), and Adam-mini's unevenly sharded blocked tensors.
+
+Checkpoints: ``torch.distributed.checkpoint`` (``get_state_dict`` / ``set_state_dict`` with
+``dcp.save`` / ``dcp.load``) round-trips every optimizer under DDP and FSDP2 bitwise (tested), except
+BlockLLM, whose optimizer-wide selection lives beside the per-parameter state that ``get_state_dict``
+keeps (its load raises; save ``optimizer.state_dict()`` with ``torch.save`` instead). Before
+``get_state_dict`` on a fresh optimizer, call ``optimizer.init_state()``: DCP would otherwise create
+the state by calling ``step()`` with no closure, which closure and curvature optimizers refuse.
 
 Failure behaviour: steepest adds no retries or fallbacks to torch.distributed. A rank that dies
 mid-training makes the survivors' next collective raise (gloo: a connection error at once, or
@@ -31,6 +53,7 @@ from steepest.distributed.compressors import (
     scaled_sign,
     unpack_signs,
 )
+from steepest.distributed.curvature import average_over_ranks, data_parallel_curvature
 from steepest.distributed.hooks import (
     CommStats,
     CompressionState,
@@ -46,6 +69,8 @@ __all__ = [
     "QuantizedCompressionState",
     "SignCompressionState",
     "all_reduce_closure",
+    "average_over_ranks",
+    "data_parallel_curvature",
     "dequantize_rows",
     "ef_sign_hook",
     "pack_signs",

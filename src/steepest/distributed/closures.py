@@ -23,6 +23,7 @@ from __future__ import annotations
 from collections.abc import Callable
 
 import torch
+import torch.autograd.forward_ad as fwad
 import torch.distributed as dist
 from torch import Tensor
 
@@ -33,8 +34,9 @@ def all_reduce_closure(
     """``closure`` returning the mean of its loss over the ranks of ``group`` (default: the world).
 
     The returned loss is a detached 0-dim tensor (the closure has already run ``backward()`` on the
-    local loss when gradients are enabled). Outside an initialized process group the closure is
-    returned unchanged, so the same training script runs on one process.
+    local loss when gradients are enabled). A forward-mode dual loss (ForwardGradient's closures)
+    comes back as a dual number whose value and tangent are both averaged. Outside an initialized
+    process group the closure is returned unchanged, so the same training script runs on one process.
 
     Example::
 
@@ -55,8 +57,15 @@ def all_reduce_closure(
         loss = closure()
         if not isinstance(loss, Tensor):
             raise TypeError(f"all_reduce_closure: the closure must return a tensor loss, got {type(loss).__name__}")
-        total = loss.detach().to(torch.float64).clone()
-        dist.all_reduce(total, op=dist.ReduceOp.SUM, group=group)
-        return (total / world).to(loss.dtype)
+        primal, tangent = fwad.unpack_dual(loss)
+        if tangent is None:
+            total = loss.detach().to(torch.float64).clone()
+            dist.all_reduce(total, op=dist.ReduceOp.SUM, group=group)
+            return (total / world).to(loss.dtype)
+        # A forward-mode loss (ForwardGradient): average the value and its directional derivative.
+        pair = torch.stack([primal.detach().reshape(()), tangent.detach().reshape(())]).to(torch.float64)
+        dist.all_reduce(pair, op=dist.ReduceOp.SUM, group=group)
+        mean = (pair / world).to(loss.dtype)
+        return fwad.make_dual(mean[0], mean[1])
 
     return global_closure

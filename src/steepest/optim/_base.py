@@ -318,6 +318,31 @@ class SteepestOptimizer(StateSpecMixin, Optimizer, metaclass=ABCMeta):
         shapes.update({name: ((), SCALAR_DTYPE) for name in self.scalar_state})
         return shapes
 
+    def init_state(self) -> None:
+        """Create the state of every parameter that has none yet, as its first step would, without a step.
+
+        For ``torch.distributed.checkpoint``: ``get_state_dict`` on an optimizer without state calls
+        ``step()`` with zero gradients and no closure, which closure optimizers and Hessian-vector
+        product optimizers refuse. Call ``init_state()`` first; the values are the initial ones
+        (zeros, initial scalars) and a checkpoint loaded afterwards replaces them.
+        """
+        index = 0
+        for group in self.param_groups:
+            for param in group["params"]:
+                if param not in self.state or not self.state[param]:
+                    state: dict[str, Any] = {}
+                    if self._init_param_state(param, group, state, index):
+                        self.state[param] = state
+                index += 1
+
+    def _init_param_state(self, param: Tensor, group: ParamGroup, state: dict[str, Any], index: int) -> bool:
+        """What :meth:`init_state` does for one parameter (``index`` counts over all groups).
+
+        Returns whether a step keeps an entry for ``param`` (possibly empty, for stateless updates).
+        """
+        self._init_state(param, group, state)
+        return True
+
     def _init_state(self, param: Tensor, group: ParamGroup, state: dict[str, Any]) -> None:
         """Create zeroed state for ``param``; override for a different initial value."""
         for name, (shape, dtype) in self.state_shapes(param, group).items():

@@ -18,6 +18,7 @@ from torch import Tensor
 
 from steepest.optim._base import Capabilities, ParamGroup, SteepestOptimizer
 from steepest.optim._estimators import (
+    RankAveraging,
     draw_probe,
     hessian_vector_products,
     probe_seed,
@@ -26,7 +27,7 @@ from steepest.optim._estimators import (
 )
 
 
-class HutchinsonOptimizer(SteepestOptimizer):
+class HutchinsonOptimizer(RankAveraging, SteepestOptimizer):
     """Base for optimizers whose step needs ``u ⊙ Hu`` (or ``Hu``) from gradients built with a graph.
 
     Subclasses take a ``seed`` hyperparameter, implement :meth:`_estimate_due` and read the
@@ -94,12 +95,14 @@ class HutchinsonOptimizer(SteepestOptimizer):
                 probes = {p: draw_probe(p, dist, seed) for p, (seed, dist) in zip(due_params, seeds, strict=True)}
                 vectors = [probes.get(p, torch.zeros_like(p)) for p in all_params]
                 products = hessian_vector_products(all_params, grads_all, vectors)
+                self._average_over_ranks(products)
                 self.last_info["hvp_evals"] = 1
                 for p, hv in zip(all_params, products, strict=True):
                     if p in probes:
                         self._hessian[p] = (probes[p] * hv, hv)
         finally:
             release_graph([p for params, _ in gathered for p in params])
+        self._average_over_ranks([p.grad for params, _ in gathered for p in params if p.grad is not None])
         try:
             for group, (params, _) in zip(self.param_groups, gathered, strict=True):
                 if not params:

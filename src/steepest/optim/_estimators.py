@@ -19,7 +19,7 @@ bitwise without storing generator bytes.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 
 import torch
 import torch.nn.functional as F
@@ -58,6 +58,27 @@ def draw_probe(like: Tensor, distribution: str, seed: int) -> Tensor:
     if distribution == "gaussian":
         return torch.randn(like.shape, generator=generator, device=like.device, dtype=draw_dtype).to(like.dtype)
     raise ValueError(f"unknown probe distribution {distribution!r}; expected one of {PROBES}")
+
+
+#: Averages a list of tensors in place over data-parallel ranks (see :class:`RankAveraging`).
+TensorAverager = Callable[[list[Tensor]], None]
+
+
+class RankAveraging:
+    """Mixin for optimizers that take Hessian-vector products: optional averaging over ranks.
+
+    DDP cannot synchronize ``backward(create_graph=True)`` gradients, so data-parallel training with
+    these optimizers runs the unwrapped model on every rank and lets the optimizer average what it
+    computes locally: gradients and Hessian-vector products (probes are seeded, so every rank draws
+    the same ones). :func:`steepest.distributed.data_parallel_curvature` sets :attr:`rank_averager`;
+    without it (the default) nothing is averaged.
+    """
+
+    rank_averager: TensorAverager | None = None
+
+    def _average_over_ranks(self, tensors: list[Tensor]) -> None:
+        if self.rank_averager is not None and tensors:
+            self.rank_averager(tensors)
 
 
 def require_graph(owner: str, grads: Sequence[Tensor]) -> None:

@@ -240,6 +240,11 @@ class BlockLLM(SteepestOptimizer):
             return {}
         return self._adam_shapes(param)
 
+    def _init_param_state(self, param: Tensor, group: ParamGroup, state: dict[str, Any], index: int) -> bool:
+        """Adam state for a selected tensor; unselected tensors get no entry, as after a step."""
+        self._init_state(param, group, state)
+        return bool(state)
+
     @staticmethod
     def _adam_shapes(param: Tensor) -> StateSpec:
         like = (tuple(param.shape), param.dtype)

@@ -175,6 +175,12 @@ class ZerothOrderOptimizer(SteepestOptimizer):
             shapes["master"] = (shape, torch.float32)
         return shapes
 
+    def _init_param_state(self, param: Tensor, group: ParamGroup, state: dict[str, Any], index: int) -> bool:
+        if not (param.requires_grad and group["lr"] != 0):  # a step leaves it alone (see _active)
+            return False
+        self._init_zo_state(param, group, state, index)
+        return True
+
     def _init_zo_state(self, param: Tensor, group: ParamGroup, state: dict[str, Any], index: int) -> None:
         for name, (shape, dtype) in self.state_shapes(param, group).items():
             state[name] = zeros_state(param, shape, dtype)

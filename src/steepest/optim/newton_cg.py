@@ -12,7 +12,7 @@ import torch
 from torch import Tensor
 
 from steepest.optim._base import Capabilities, ParamGroup, StateSpec, SteepestOptimizer
-from steepest.optim._estimators import hessian_vector_products, release_graph, require_graph
+from steepest.optim._estimators import RankAveraging, hessian_vector_products, release_graph, require_graph
 from steepest.optim._linesearch import strong_wolfe_search
 from steepest.optim._validation import Boolean, Integer, Interval, Rule
 
@@ -81,7 +81,7 @@ def conjugate_gradient(
     return CGResult(direction, iterations, negative)
 
 
-class NewtonCG(SteepestOptimizer):
+class NewtonCG(RankAveraging, SteepestOptimizer):
     r"""Hessian-free Newton-CG that keeps negative curvature, with negative step sizes.
 
     Paper: Shea, Schmidt, "Don't Be So Positive: Negative Step Sizes in Second-Order Methods",
@@ -235,12 +235,17 @@ class NewtonCG(SteepestOptimizer):
             require_graph(type(self).__name__, graph_grads)
             work = [torch.promote_types(p.dtype, torch.float32) for p in params]
             gradient = [sign * g.detach().to(w) for g, w in zip(graph_grads, work, strict=True)]
+            self._average_over_ranks(gradient)
 
             def hvp(vector: Vector) -> Vector:
                 hvp_calls.append(1)
                 seeds = [v.to(p.dtype) for v, p in zip(vector, params, strict=True)]
-                products = hessian_vector_products(params, graph_grads, seeds)
-                return [sign * hv.to(w) for hv, w in zip(products, work, strict=True)]
+                products = [
+                    sign * hv.to(w)
+                    for hv, w in zip(hessian_vector_products(params, graph_grads, seeds), work, strict=True)
+                ]
+                self._average_over_ranks(products)
+                return products
 
             result = conjugate_gradient(
                 hvp, gradient, settings["cg_max_iter"], settings["cg_tol"], settings["negative_steps"]
@@ -267,6 +272,7 @@ class NewtonCG(SteepestOptimizer):
                     torch.zeros_like(d) if p.grad is None else sign * p.grad.to(d.dtype)
                     for p, d in zip(params, searched, strict=True)
                 ]
+                self._average_over_ranks(grads)
                 return sign * _as_float(value), _dot(grads, searched)
 
             search = strong_wolfe_search(
@@ -294,4 +300,3 @@ class NewtonCG(SteepestOptimizer):
             "hvp_evals": len(hvp_calls),
         }
         return loss
-
