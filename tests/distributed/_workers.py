@@ -7,7 +7,6 @@ and saves its results to ``{outdir}/rank{rank}.pt``.
 from __future__ import annotations
 
 import io
-from datetime import timedelta
 from typing import Any
 
 import torch
@@ -21,16 +20,19 @@ from steepest.distributed import (
     ef_sign_hook,
     two_way_quantized_hook,
 )
+from tests.distributed._common import init_gloo
 
 STEPS_EF = 60
 
 
-def shard_data(rank: int, n: int = 64, d: int = 6, dtype: torch.dtype = torch.float32) -> tuple[torch.Tensor, ...]:
-    """Rank ``rank``'s shard of a fixed logistic-regression data set (labels in {0, 1})."""
+def shard_data(
+    rank: int, world: int, n: int = 64, d: int = 6, dtype: torch.dtype = torch.float32
+) -> tuple[torch.Tensor, ...]:
+    """Rank ``rank``'s shard (``n`` rows) of a fixed logistic-regression data set of ``world * n`` rows."""
     g = torch.Generator().manual_seed(1234)
     w_true = torch.randn(d, generator=g)
-    x = torch.randn(2 * n, d, generator=g)
-    y = (x @ w_true + 0.5 * torch.randn(2 * n, generator=g) > 0).to(torch.float32)
+    x = torch.randn(world * n, d, generator=g)
+    y = (x @ w_true + 0.5 * torch.randn(world * n, generator=g) > 0).to(torch.float32)
     sl = slice(rank * n, (rank + 1) * n)
     return x[sl].to(dtype), y[sl].to(dtype)
 
@@ -66,7 +68,7 @@ def train(
     opt = torch.optim.SGD(ddp.parameters(), lr=lr)
     if opt_state is not None:
         opt.load_state_dict(opt_state)
-    x, y = shard_data(rank, dtype=dtype)
+    x, y = shard_data(rank, dist.get_world_size(), dtype=dtype)
     losses, err_norms, grad_norms = [], [], []
     for _ in range(steps):
         opt.zero_grad()
@@ -94,10 +96,8 @@ def train(
 
 
 def run_all(rank: int, world: int, port: int, outdir: str) -> None:
-    torch.set_num_threads(1)
-    dist.init_process_group(
-        "gloo", init_method=f"tcp://127.0.0.1:{port}", rank=rank, world_size=world, timeout=timedelta(seconds=30)
-    )
+    """Every hook scenario on this rank (``world`` ranks); results to ``{outdir}/rank{rank}.pt``."""
+    init_gloo(rank, world, port, timeout_s=30)
     res: dict[str, Any] = {}
     try:
         # (1) identity settings equal plain DDP all-reduce.

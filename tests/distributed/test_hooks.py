@@ -1,4 +1,4 @@
-"""DDP compression hooks on 2 gloo ranks (spawned once for the module) and the compressors in-process."""
+"""DDP compression hooks on 2 and 4 gloo ranks (spawned once per world size) and the compressors in-process."""
 
 from __future__ import annotations
 
@@ -24,14 +24,13 @@ from steepest.distributed import (
 from tests.distributed import _workers
 from tests.distributed._common import free_port
 
-WORLD = 2
 
-
-@pytest.fixture(scope="module")
-def results(tmp_path_factory: pytest.TempPathFactory) -> list[dict[str, Any]]:
-    out = tmp_path_factory.mktemp("ddp")
-    mp.spawn(_workers.run_all, args=(WORLD, free_port(), str(out)), nprocs=WORLD, join=True)
-    return [torch.load(Path(out) / f"rank{r}.pt", weights_only=False) for r in range(WORLD)]
+@pytest.fixture(scope="module", params=[2, 4], ids=["2ranks", "4ranks"])
+def results(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory) -> list[dict[str, Any]]:
+    world = int(request.param)
+    out = tmp_path_factory.mktemp(f"hooks{world}")
+    mp.spawn(_workers.run_all, args=(world, free_port(), str(out)), nprocs=world, join=True)
+    return [torch.load(Path(out) / f"rank{r}.pt", weights_only=False) for r in range(world)]
 
 
 # ---------------------------------------------------------------- (1) identity == plain DDP
@@ -52,16 +51,17 @@ def test_warmup_path_is_exactly_ddp(results: list[dict[str, Any]]) -> None:
 
 def test_ranks_stay_in_sync(results: list[dict[str, Any]]) -> None:
     for key in ("sign_f64", "ef_sign", "ef_quant4", "identity_quant"):
-        for a, b in zip(results[0][key]["params"], results[1][key]["params"], strict=True):
-            assert torch.equal(a, b), key
+        for other in results[1:]:
+            for a, b in zip(results[0][key]["params"], other[key]["params"], strict=True):
+                assert torch.equal(a, b), key
 
 
-def _simulate_ef_sign(steps: int, lr: float) -> list[torch.Tensor]:
-    """Single-process float64 EF-SignSGD over WORLD workers: per-tensor L1 scale, sign(0)=+1, step 0 exact."""
+def _simulate_ef_sign(steps: int, lr: float, world: int) -> list[torch.Tensor]:
+    """Single-process float64 EF-SignSGD over ``world`` workers: per-tensor L1 scale, sign(0)=+1, step 0 exact."""
     model = _workers.make_mlp(torch.float64)
     params = list(model.parameters())
-    shards = [_workers.shard_data(r, dtype=torch.float64) for r in range(WORLD)]
-    errors = [[torch.zeros_like(p) for p in params] for _ in range(WORLD)]
+    shards = [_workers.shard_data(r, world, dtype=torch.float64) for r in range(world)]
+    errors = [[torch.zeros_like(p) for p in params] for _ in range(world)]
     for t in range(steps):
         sent: list[list[torch.Tensor]] = []
         for r, (x, y) in enumerate(shards):
@@ -79,12 +79,12 @@ def _simulate_ef_sign(steps: int, lr: float) -> list[torch.Tensor]:
             sent.append(out)
         with torch.no_grad():
             for i, p in enumerate(params):
-                p -= lr * sum(s[i] for s in sent) / WORLD
+                p -= lr * sum(s[i] for s in sent) / world
     return [p.detach() for p in params]
 
 
 def test_ef_sign_matches_single_process_simulation(results: list[dict[str, Any]]) -> None:
-    expected = _simulate_ef_sign(8, 0.3)
+    expected = _simulate_ef_sign(8, 0.3, len(results))
     for a, b in zip(results[0]["sign_f64"]["params"], expected, strict=True):
         torch.testing.assert_close(a, b, rtol=1e-10, atol=1e-12)
 
@@ -99,16 +99,18 @@ def test_sign_compression_ratio(results: list[dict[str, Any]]) -> None:
     assert b["baseline"] == 3 * 4 * d
     assert b["payload"] == 3 * (math.ceil(d / 8) + 4 * 2)  # packed bits + one float32 scale per tensor
     assert 31.0 < b["payload_ratio"] < 32.0
-    # with 2 ranks, all-gather sends (N-1)=1 copy vs a ring all-reduce's 2(N-1)/N = 1 copy of the bucket
-    assert b["wire_ratio"] == pytest.approx(b["payload_ratio"])
+    # all-gather sends (N-1) copies of the payload vs a ring all-reduce's 2(N-1)/N copies of the bucket
+    world = len(results)
+    assert b["wire_ratio"] == pytest.approx(b["payload_ratio"] * 2 / world)
     assert results[0]["bytes_sign_bucket"]["payload"] == 3 * (math.ceil(d / 8) + 4)
 
 
 def test_two_way_quantized_compression_ratio(results: list[dict[str, Any]]) -> None:
     b = results[0]["bytes_quant8"]
     d = b["numel"]
-    chunk = math.ceil(d / WORLD)
-    up, down = WORLD * chunk + 4 * WORLD, chunk + 4
+    world = len(results)
+    chunk = math.ceil(d / world)
+    up, down = world * chunk + 4 * world, chunk + 4
     assert b["payload"] == 3 * (up + down)
     # int8 codes: 4x fewer bytes on the wire than a float32 ring all-reduce (up to the scales and padding)
     assert 3.9 < b["wire_ratio"] <= 4.0
