@@ -7,6 +7,8 @@ r"""Compressed-gradient communication for ``torch.distributed`` DDP (``model.reg
   and server error feedback, Efficient-Adam style (Chen, Shen, Liu, Luo, IEEE TSP 2023,
   arXiv:2205.14473); rank r is the "server" of chunk r of each bucket.
 * :class:`CommStats`: bytes sent by the hook against an uncompressed all-reduce.
+* :func:`compress_fsdp_gradients` / :class:`CompressedReduceScatter`: the same compressors (worker side,
+  with error feedback) as FSDP2's reduce-scatter, through ``FSDPModule.set_custom_reduce_scatter``.
 * :func:`all_reduce_closure`: a closure returning the global-batch loss, so that line searches,
   Polyak steps and zeroth-order methods make the same decision on every rank (ForwardGradient:
   the loss and its forward-mode tangent are both averaged).
@@ -54,6 +56,7 @@ from steepest.distributed.compressors import (
     unpack_signs,
 )
 from steepest.distributed.curvature import average_over_ranks, data_parallel_curvature
+from steepest.distributed.fsdp import CompressedReduceScatter, compress_fsdp_gradients
 from steepest.distributed.hooks import (
     CommStats,
     CompressionState,
@@ -65,11 +68,13 @@ from steepest.distributed.hooks import (
 
 __all__ = [
     "CommStats",
+    "CompressedReduceScatter",
     "CompressionState",
     "QuantizedCompressionState",
     "SignCompressionState",
     "all_reduce_closure",
     "average_over_ranks",
+    "compress_fsdp_gradients",
     "data_parallel_curvature",
     "dequantize_rows",
     "ef_sign_hook",
