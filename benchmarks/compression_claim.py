@@ -100,6 +100,10 @@ def _worker(rank: int, world: int, port: int, hook: str, seed: int, steps: int, 
         sent = sum(s.payload_bytes for s in stats)
         ratio = sum(s.baseline_payload_bytes for s in stats) / sent if stats else 1.0
         torch.save({"loss": loss, "ratio": ratio}, Path(out) / "result.pt")
+    # Free DDP's reducer (it holds the process group) before destroying the group: freed at function
+    # exit instead, it destroys the gloo group while holding the GIL that the group's worker thread may
+    # be waiting for (a teardown deadlock seen with torch 2.13, one rank hanging after training).
+    del ddp, opt, model
     dist.destroy_process_group()
 
 

@@ -69,6 +69,10 @@ def _worker(rank: int, world: int, port: int, hook: str, steps: int, out_dir: st
         if state is not None:
             checkpoint["hook"] = state.state_dict()
         torch.save(checkpoint, os.path.join(out_dir, "checkpoint_rank0.pt"))
+    # Free DDP (its reducer holds the process group) before destroying the group: the last reference
+    # dropped at function exit would destroy the gloo group while holding the GIL, which its worker
+    # thread may need (a teardown deadlock seen with torch 2.13).
+    del model, opt
     dist.destroy_process_group()
 
 

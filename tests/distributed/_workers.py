@@ -136,6 +136,7 @@ def run_all(rank: int, world: int, port: int, outdir: str) -> None:
                 "calls": st.stats.compressed_calls,
                 "numel": sum(p.numel() for p in big.parameters()),
             }
+            del big  # no DDP reducer may outlive the process group (see examples/ddp_compressed.py)
         # (3) error feedback on a small logistic problem.
         res["ef_plain"] = train(make_linear(), rank, STEPS_EF, 0.5)
         res["ef_sign"] = train(make_linear(), rank, STEPS_EF, 0.5, ef_sign_hook, SignCompressionState())

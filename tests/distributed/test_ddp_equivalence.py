@@ -95,18 +95,7 @@ def checkpoints(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
     return results
 
 
-#: Optimizers whose checkpoint does not fit torch.distributed.checkpoint's optimizer layout, with the
-#: error their load raises (never a silent resume): BlockLLM's optimizer-wide selection and loss
-#: history live beside the per-parameter state, and ``get_state_dict`` keeps only the latter.
-NOT_THROUGH_DCP = {"blockllm": "expected a mapping with a 'blockllm' selection entry"}
-
-
-@pytest.mark.parametrize("key", sorted(NOT_THROUGH_DCP))
-def test_a_checkpoint_dcp_cannot_carry_fails_loudly(checkpoints: dict[str, Any], key: str) -> None:
-    assert checkpoints[key] is not None and NOT_THROUGH_DCP[key] in checkpoints[key], checkpoints[key]
-
-
-@pytest.mark.parametrize("key", [k for k in KEYS if k not in NOT_THROUGH_DCP])
+@pytest.mark.parametrize("key", KEYS)
 def test_distributed_checkpoint_round_trip_continues_bitwise(checkpoints: dict[str, Any], key: str) -> None:
     """Model + optimizer through torch.distributed.checkpoint on 2 ranks resume bitwise.
 

@@ -12,6 +12,11 @@ from torch import nn
 import steepest
 
 
+def _selection(state_dict: dict) -> dict:  # type: ignore[type-arg]
+    """BlockLLM's optimizer-wide selection inside a state dict (first param group, ``"blockllm"``)."""
+    return state_dict["param_groups"][0]["blockllm"]  # type: ignore[no-any-return]
+
+
 def _model() -> nn.Module:
     torch.manual_seed(0)
     return nn.Sequential(nn.Embedding(10, 8), nn.Linear(8, 16), nn.ReLU(), nn.Linear(16, 8), nn.Linear(8, 10))
@@ -64,7 +69,7 @@ def test_probes_get_gradients_but_no_update() -> None:
     opt.step(_closure(opt, model, 1))
     assert torch.equal(param.detach(), before), f"probe {name} moved"
     assert not opt.state[param]
-    norms = opt.state_dict()["blockllm"]["grad_norms"]
+    norms = _selection(opt.state_dict())["grad_norms"]
     assert int((~torch.isnan(norms)).sum()) >= len(opt.selected_names()) + 1
 
 
@@ -89,7 +94,7 @@ def test_rising_loss_triggers_reselection_and_resets_state() -> None:
             # A new block starts a new Adam: no state survives the re-selection.
             assert not any(opt.state[p] for p in model.parameters())
     assert len(selections) >= 2
-    sd = opt.state_dict()["blockllm"]
+    sd = _selection(opt.state_dict())
     assert float(sd["visits"].sum()) == pytest.approx(sum(len(s) for s in selections))
 
 
@@ -98,7 +103,7 @@ def test_falling_loss_keeps_the_selection() -> None:
     opt = steepest.BlockLLM(_named(model), sparsity=0.5, update_freq=5, patience=2, num_probes=0)
     first = opt.selected_names()
     for _ in range(30):
-        opt.record_loss(1.0 / (1 + opt.state_dict()["blockllm"]["count"].item()))
+        opt.record_loss(1.0 / (1 + _selection(opt.state_dict())["count"].item()))
         opt.zero_grad()
         _loss(model, 0).backward()
         opt.step()
@@ -133,14 +138,15 @@ def test_corrupt_selection_raises_before_touching_anything() -> None:
     opt = steepest.BlockLLM(_named(model), sparsity=0.5, num_probes=0)
     opt.step(_closure(opt, model, 0))
     good = copy.deepcopy(opt.state_dict())
-    snapshot = {k: v.clone() for k, v in opt.state_dict()["blockllm"].items()}
+    snapshot = copy.deepcopy(_selection(opt.state_dict()))
     excluded = copy.deepcopy(good)
-    excluded["blockllm"]["selected"][0] = True  # the embedding
+    _selection(excluded)["selected"][0] = True  # the embedding
     flipped = copy.deepcopy(good)
-    flipped["blockllm"]["selected"] = ~flipped["blockllm"]["selected"] & opt._eligible
+    _selection(flipped)["selected"] = ~_selection(flipped)["selected"] & opt._eligible
     wrong_dtype = copy.deepcopy(good)
-    wrong_dtype["blockllm"]["visits"] = wrong_dtype["blockllm"]["visits"].float()
-    missing = {k: v for k, v in good.items() if k != "blockllm"}
+    _selection(wrong_dtype)["visits"] = _selection(wrong_dtype)["visits"].float()
+    missing = copy.deepcopy(good)
+    del missing["param_groups"][0]["blockllm"]
     for bad, match in (
         (excluded, "excluded"),
         (flipped, "not selected"),
@@ -149,7 +155,7 @@ def test_corrupt_selection_raises_before_touching_anything() -> None:
     ):
         with pytest.raises(ValueError, match=match):
             opt.load_state_dict(bad)
-        after = opt.state_dict()["blockllm"]
+        after = _selection(opt.state_dict())
         for k, v in snapshot.items():
             torch.testing.assert_close(after[k], v, rtol=0, atol=0, equal_nan=True, msg=k)
 
@@ -185,4 +191,4 @@ def test_reselection_scores_penalise_frequent_visits() -> None:
         a.grad, b.grad = torch.ones(4), torch.ones(4)
         opt.step()
     assert opt.selected_names() != first
-    assert math.isclose(float(opt.state_dict()["blockllm"]["visits"].sum()), 2.0)
+    assert math.isclose(float(_selection(opt.state_dict())["visits"].sum()), 2.0)

@@ -28,9 +28,9 @@ the global batch):
   of GaLore, Fira and FRUGAL (whole matrices), and Adam-mini's unevenly sharded blocked tensors.
 
 Checkpoints: ``torch.distributed.checkpoint`` (``get_state_dict`` / ``set_state_dict`` with
-``dcp.save`` / ``dcp.load``) round-trips every optimizer under DDP and FSDP2 bitwise (tested), except
-BlockLLM, whose optimizer-wide selection lives beside the per-parameter state that ``get_state_dict``
-keeps (its load raises; save ``optimizer.state_dict()`` with ``torch.save`` instead). Before
+``dcp.save`` / ``dcp.load``) round-trips every optimizer under DDP and FSDP2 bitwise (tested; DCP
+keeps only ``state`` and ``param_groups``, so BlockLLM keeps its optimizer-wide selection in its
+first param group). Before
 ``get_state_dict`` on a fresh optimizer, call ``optimizer.init_state()``: DCP would otherwise create
 the state by calling ``step()`` with no closure, which closure and curvature optimizers refuse.
 

@@ -32,7 +32,7 @@ _SELECTOR_KEYS = {
     "probes": torch.bool,
     "visits": torch.float64,
     "grad_norms": torch.float64,
-    "losses": torch.float64,
+    "losses": torch.float64,  # saved as a list of floats
     "count": torch.int64,
 }
 
@@ -255,18 +255,27 @@ class BlockLLM(SteepestOptimizer):
         return self._adam_shapes(param) if entry else {}
 
     def state_dict(self) -> dict[str, Any]:
-        """The torch state dict plus the optimizer-wide selection under ``"blockllm"``."""
+        """The torch state dict; the optimizer-wide selection is in the first group, under ``"blockllm"``.
+
+        It lives in a param group (not beside ``state``) so that ``torch.distributed.checkpoint``,
+        which keeps only ``state`` and ``param_groups``, carries it; ``losses`` is a list of floats
+        because its length changes between checkpoints.
+        """
         out = super().state_dict()
-        selector = {k: v.clone() for k, v in self._selector.items()}
-        selector["losses"] = torch.tensor(self._losses, dtype=torch.float64)
-        out["blockllm"] = selector
+        selection: dict[str, Any] = {k: v.clone() for k, v in self._selector.items()}
+        selection["losses"] = list(self._losses)
+        out["param_groups"][0]["blockllm"] = selection
         return out
 
     def load_state_dict(self, state_dict: Mapping[str, Any]) -> None:
         """Load a state dict saved by a BlockLLM over the same parameters; raises ``ValueError`` first."""
-        if not isinstance(state_dict, Mapping) or not isinstance(state_dict.get("blockllm"), Mapping):
-            raise ValueError("BlockLLM.load_state_dict: expected a mapping with a 'blockllm' selection entry")
-        saved = state_dict["blockllm"]
+        groups = state_dict.get("param_groups") if isinstance(state_dict, Mapping) else None
+        first = groups[0] if isinstance(groups, list | tuple) and groups else None
+        if not isinstance(first, Mapping) or not isinstance(first.get("blockllm"), Mapping):
+            raise ValueError(
+                "BlockLLM.load_state_dict: expected the 'blockllm' selection in the first param group"
+            )
+        saved = first["blockllm"]
         n = len(self._blocks())
         if set(saved) != set(_SELECTOR_KEYS):
             raise ValueError(
@@ -274,16 +283,21 @@ class BlockLLM(SteepestOptimizer):
             )
         for key, dtype in _SELECTOR_KEYS.items():
             value = saved[key]
-            shape_ok = value.dim() == 0 if key == "count" else (key == "losses" or tuple(value.shape) == (n,))
-            if not isinstance(value, Tensor) or value.dtype != dtype or not shape_ok or value.dim() > 1:
+            if key == "losses":
+                if not isinstance(value, list | tuple) or not all(isinstance(v, float | int) for v in value):
+                    raise ValueError("BlockLLM.load_state_dict: selection entry 'losses' is not a list of floats")
+                continue
+            shape = () if key == "count" else (n,)
+            if not isinstance(value, Tensor) or tuple(value.shape) != shape or value.dtype != dtype:
                 raise ValueError(f"BlockLLM.load_state_dict: selection entry {key!r} is not a valid {dtype} tensor")
         if bool((saved["selected"] & ~self._eligible).any()):
             raise ValueError("BlockLLM.load_state_dict: the saved selection includes excluded parameters")
-        rest = {k: v for k, v in state_dict.items() if k != "blockllm"}
+        assert groups is not None  # first came from it
+        rest = {**state_dict, "param_groups": [{k: v for k, v in first.items() if k != "blockllm"}, *groups[1:]]}
         self._check_entries_match_selection(rest, saved["selected"])
         super().load_state_dict(rest)
         self._selector = {k: saved[k].clone() for k in _SELECTOR_KEYS if k != "losses"}
-        self._losses = saved["losses"].tolist()
+        self._losses = [float(v) for v in saved["losses"]]
         self._apply_freeze()
 
     def _check_entries_match_selection(self, state_dict: Mapping[str, Any], selected: Tensor) -> None:
