@@ -39,7 +39,8 @@ def _brute_force(g, x, lower, upper, lip) -> float:
         return g @ (p - q) + 0.5 * lip * s * s, np.concatenate([g + lip * s, -g + lip * s])
 
     cons = {"type": "eq", "fun": lambda v: v[:n].sum() - v[n:].sum(), "jac": lambda v: np.r_[np.ones(n), -np.ones(n)]}
-    best = np.inf
+    lo, hi = np.array([b[0] for b in bounds]), np.array([b[1] for b in bounds])
+    best = 0.0  # p = q = 0 is feasible
     for start in (np.zeros(2 * n), np.full(2 * n, 1e-3)):
         start = np.clip(start, [b[0] for b in bounds], [b[1] for b in bounds])
         res = minimize(
@@ -51,7 +52,12 @@ def _brute_force(g, x, lower, upper, lip) -> float:
             method="SLSQP",
             options={"ftol": 1e-15, "maxiter": 1000},
         )
-        best = min(best, float(res.fun))
+        # SLSQP can stop at an infeasible point (seen with scipy 1.17.1 / numpy 2.4 on a problem whose only
+        # feasible point is 0): a result counts only if it satisfies the constraints.
+        v = res.x
+        feasible = abs(v[:n].sum() - v[n:].sum()) <= 1e-9 and bool(np.all(v >= lo - 1e-12) and np.all(v <= hi + 1e-12))
+        if feasible:
+            best = min(best, float(fun(v)[0]))
     return best
 
 

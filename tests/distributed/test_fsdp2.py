@@ -1,4 +1,4 @@
-"""Every registered optimizer under FSDP2 (``fully_shard``, DTensor parameters; gloo, 2 and 4 ranks).
+"""Every registered optimizer under FSDP2 (``fully_shard``, DTensor parameters; gloo, 2 ranks, and 4 in the slow tier).
 
 GaLore, Fira and FRUGAL refuse only projected groups; their unprojected defaults run as ``key/dense``.
 Each Linear and the root are sharded on dim 0 (4 ranks shard the 2-row output layer unevenly). An
@@ -48,7 +48,7 @@ def refusal(key: str, size: int) -> str | None:
     return REFUSE_UNEVEN_SHARDS.get(key) if size == 4 else None
 
 
-@pytest.fixture(scope="module", params=[2, 4], ids=["2ranks", "4ranks"])
+@pytest.fixture(scope="module", params=[2, pytest.param(4, marks=pytest.mark.slow)], ids=["2ranks", "4ranks"])
 def world(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory) -> tuple[int, list[dict[str, Any]]]:
     size = int(request.param)
     out = tmp_path_factory.mktemp(f"fsdp{size}")

@@ -1,4 +1,4 @@
-"""EF-SignSGD and quantized gradients through FSDP2's reduce-scatter (gloo, 2 and 4 ranks).
+"""EF-SignSGD and quantized gradients through FSDP2's reduce-scatter (gloo, 2 ranks; 4 in the slow tier).
 
 :class:`steepest.distributed.CompressedReduceScatter` installed with ``set_custom_reduce_scatter``: the
 unquantized path equals FSDP2's own reduce-scatter, the compressed runs reach the uncompressed loss
@@ -22,7 +22,7 @@ from tests.distributed._common import free_port
 from tests.distributed._workers import STEPS_EF
 
 
-@pytest.fixture(scope="module", params=[2, 4], ids=["2ranks", "4ranks"])
+@pytest.fixture(scope="module", params=[2, pytest.param(4, marks=pytest.mark.slow)], ids=["2ranks", "4ranks"])
 def results(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory) -> list[dict[str, Any]]:
     world = int(request.param)
     out = tmp_path_factory.mktemp(f"fsdp_hooks{world}")

@@ -1,4 +1,4 @@
-"""DDP compression hooks on 2 and 4 gloo ranks (spawned once per world size) and the compressors in-process."""
+"""DDP compression hooks on 2 gloo ranks (4 in the slow tier; one spawn per world size); compressors in-process."""
 
 from __future__ import annotations
 
@@ -25,7 +25,7 @@ from tests.distributed import _workers
 from tests.distributed._common import free_port
 
 
-@pytest.fixture(scope="module", params=[2, 4], ids=["2ranks", "4ranks"])
+@pytest.fixture(scope="module", params=[2, pytest.param(4, marks=pytest.mark.slow)], ids=["2ranks", "4ranks"])
 def results(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory) -> list[dict[str, Any]]:
     world = int(request.param)
     out = tmp_path_factory.mktemp(f"hooks{world}")
