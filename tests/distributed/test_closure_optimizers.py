@@ -8,25 +8,21 @@ Without it (the control) the replicas diverge.
 
 from __future__ import annotations
 
-from pathlib import Path
 from typing import Any
 
 import pytest
 import torch
-import torch.multiprocessing as mp
 
 from steepest.distributed import all_reduce_closure
 from tests.distributed import _closure_workers as workers
-from tests.distributed._common import free_port
+from tests.distributed._common import spawn_ranks
 
 WORLD = 2
 
 
 @pytest.fixture(scope="module")
 def results(tmp_path_factory: pytest.TempPathFactory) -> list[dict[str, Any]]:
-    out = tmp_path_factory.mktemp("closures")
-    mp.spawn(workers.run_all, args=(WORLD, free_port(), str(out)), nprocs=WORLD, join=True)
-    return [torch.load(Path(out) / f"rank{r}.pt", weights_only=False) for r in range(WORLD)]
+    return spawn_ranks(workers.run_all, WORLD, tmp_path_factory.mktemp("closures"))
 
 
 @pytest.mark.parametrize("key", workers.KEYS)

@@ -22,7 +22,7 @@ import torch.multiprocessing as mp
 
 from steepest.optim._registry import REGISTRY
 from tests.distributed import _ddp_workers as workers
-from tests.distributed._common import free_port
+from tests.distributed._common import assert_replicas_match, free_port, spawn_ranks
 
 #: Optimizers that raise when run the plain way (``DDP(model)``), with the error they raise.
 FAIL_UNDER_PLAIN_DDP = {
@@ -41,25 +41,17 @@ KEYS = sorted(REGISTRY)
 def world(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory) -> tuple[int, list[dict[str, Any]]]:
     size = int(request.param)
     out = tmp_path_factory.mktemp(f"ddp{size}")
-    plain = sorted(FAIL_UNDER_PLAIN_DDP)
-    mp.spawn(workers.run_all, args=(size, free_port(), str(out), KEYS, plain), nprocs=size, join=True)
-    return size, [torch.load(Path(out) / f"rank{r}.pt", weights_only=False) for r in range(size)]
+    return size, spawn_ranks(workers.run_all, size, out, KEYS, sorted(FAIL_UNDER_PLAIN_DDP))
 
 
 @pytest.mark.parametrize("key", KEYS)
 def test_ddp_matches_single_process(world: tuple[int, list[dict[str, Any]]], key: str) -> None:
     size, ranks = world
-    results = [r[key] for r in ranks]
-    assert not isinstance(results[0], str), f"{key} raised under DDP: {results[0]}"
-    for other in results[1:]:
-        for p0, p in zip(results[0], other, strict=True):
-            assert torch.equal(p0, p), f"{key}: replicas differ"
     x, y = workers.data(size)
     reference = workers.train(key, workers.make_model(), None, x, y)
     start = list(workers.make_model().parameters())
     assert any(not torch.equal(r, s.detach()) for r, s in zip(reference, start, strict=True)), f"{key} did not move"
-    for p, ref in zip(results[0], reference, strict=True):
-        torch.testing.assert_close(p, ref, rtol=RTOL.get(key, 1e-10), atol=1e-13)
+    assert_replicas_match(key, [r[key] for r in ranks], reference, RTOL.get(key, 1e-10))
 
 
 @pytest.mark.parametrize("key", sorted(FAIL_UNDER_PLAIN_DDP))

@@ -20,7 +20,7 @@ import torch.multiprocessing as mp
 from steepest.optim._registry import REGISTRY
 from tests.distributed import _ddp_workers as ddp_workers
 from tests.distributed import _fsdp_workers as workers
-from tests.distributed._common import free_port
+from tests.distributed._common import assert_replicas_match, free_port, spawn_ranks
 
 #: Optimizers that refuse DTensor parameters at construction, with a word of what they need.
 REFUSE_FSDP2 = {
@@ -52,9 +52,7 @@ def refusal(key: str, size: int) -> str | None:
 def world(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory) -> tuple[int, list[dict[str, Any]]]:
     size = int(request.param)
     out = tmp_path_factory.mktemp(f"fsdp{size}")
-    keys = KEYS + list(workers.DENSE_VARIANTS)
-    mp.spawn(workers.run_all, args=(size, free_port(), str(out), keys), nprocs=size, join=True)
-    return size, [torch.load(Path(out) / f"rank{r}.pt", weights_only=False) for r in range(size)]
+    return size, spawn_ranks(workers.run_all, size, out, KEYS + list(workers.DENSE_VARIANTS))
 
 
 @pytest.mark.parametrize("key", SUPPORTED + list(workers.DENSE_VARIANTS))
@@ -63,17 +61,11 @@ def test_fsdp2_matches_single_process(world: tuple[int, list[dict[str, Any]]], k
     if refusal(key, size) is not None:
         check_refused(ranks, key, size)
         return
-    results = [r[key] for r in ranks]
-    assert not isinstance(results[0], str), f"{key} failed under FSDP2: {results[0]}"
-    for other in results[1:]:
-        for p0, p in zip(results[0], other, strict=True):
-            assert torch.equal(p0, p), f"{key}: ranks gathered different parameters"
     x, y = ddp_workers.data(size)
     reference = workers.train_variant(key, ddp_workers.make_model(), x, y)
     start = list(ddp_workers.make_model().parameters())
     assert any(not torch.equal(r, s.detach()) for r, s in zip(reference, start, strict=True)), f"{key} did not move"
-    for p, ref in zip(results[0], reference, strict=True):
-        torch.testing.assert_close(p, ref, rtol=1e-10, atol=1e-13)
+    assert_replicas_match(key, [r[key] for r in ranks], reference)
 
 
 def check_refused(ranks: list[dict[str, Any]], key: str, size: int) -> None:

@@ -9,25 +9,21 @@ follow from the formats, and the EF state round-trips.
 from __future__ import annotations
 
 import math
-from pathlib import Path
 from typing import Any
 
 import pytest
 import torch
-import torch.multiprocessing as mp
 
 from steepest.distributed import CompressedReduceScatter
 from tests.distributed import _fsdp_hook_workers as workers
-from tests.distributed._common import free_port
+from tests.distributed._common import spawn_ranks
 from tests.distributed._workers import STEPS_EF
 
 
 @pytest.fixture(scope="module", params=[2, pytest.param(4, marks=pytest.mark.slow)], ids=["2ranks", "4ranks"])
 def results(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory) -> list[dict[str, Any]]:
     world = int(request.param)
-    out = tmp_path_factory.mktemp(f"fsdp_hooks{world}")
-    mp.spawn(workers.run_all, args=(world, free_port(), str(out)), nprocs=world, join=True)
-    return [torch.load(Path(out) / f"rank{r}.pt", weights_only=False) for r in range(world)]
+    return spawn_ranks(workers.run_all, world, tmp_path_factory.mktemp(f"fsdp_hooks{world}"))
 
 
 def test_unquantized_chunks_equal_fsdp2_reduce_scatter(results: list[dict[str, Any]]) -> None:

@@ -3,12 +3,10 @@
 from __future__ import annotations
 
 import math
-from pathlib import Path
 from typing import Any
 
 import pytest
 import torch
-import torch.multiprocessing as mp
 
 from steepest.distributed import (
     QuantizedCompressionState,
@@ -22,15 +20,13 @@ from steepest.distributed import (
     unpack_signs,
 )
 from tests.distributed import _workers
-from tests.distributed._common import free_port
+from tests.distributed._common import spawn_ranks
 
 
 @pytest.fixture(scope="module", params=[2, pytest.param(4, marks=pytest.mark.slow)], ids=["2ranks", "4ranks"])
 def results(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory) -> list[dict[str, Any]]:
     world = int(request.param)
-    out = tmp_path_factory.mktemp(f"hooks{world}")
-    mp.spawn(_workers.run_all, args=(world, free_port(), str(out)), nprocs=world, join=True)
-    return [torch.load(Path(out) / f"rank{r}.pt", weights_only=False) for r in range(world)]
+    return spawn_ranks(_workers.run_all, world, tmp_path_factory.mktemp(f"hooks{world}"))
 
 
 # ---------------------------------------------------------------- (1) identity == plain DDP
