@@ -62,6 +62,17 @@ FUSED_AUTO_DEVICE_TYPES = frozenset({"cpu", "cuda"})
 COMPILE_BACKEND: str | Callable[..., Any] = "inductor"
 
 
+#: Inductor settings for the update graphs. By default inductor writes a pointwise result read by
+#: more than 4 consumers to a fresh parameter-sized buffer; an update that needs a norm of such a
+#: result (LAMB's ``u``) then pays a write and a read of that temporary, plus page faults, since
+#: glibc serves each fresh 16 MB buffer with a new ``mmap`` every step. A high threshold makes
+#: inductor recompute the pointwise chain in the reduction loop and again in the apply loop instead:
+#: bandwidth-bound updates have arithmetic to spare. Measured on LAMB over 4 x 4M float32 (2 threads,
+#: fresh inductor cache each run): 16 -> 12 stores in the generated kernel (only m, v and p), step
+#: 17-44 ms (bimodal, page faults) -> 17-23 ms; floor 12.8 ms.
+INDUCTOR_OPTIONS: dict[str, Any] = {"realize_reads_threshold": 100}
+
+
 class FusedFallbackWarning(RuntimeWarning):
     """A ``fused`` optimizer could not compile its update and runs its foreach path instead."""
 
@@ -74,7 +85,10 @@ def compiled_update(cls: type) -> Callable[..., Any]:
     key = (cls, COMPILE_BACKEND)
     if key not in _COMPILED:
         update = cls._single_tensor_update  # type: ignore[attr-defined]
-        _COMPILED[key] = torch.compile(update, backend=COMPILE_BACKEND, fullgraph=True, dynamic=False)
+        options = INDUCTOR_OPTIONS if COMPILE_BACKEND == "inductor" else None
+        _COMPILED[key] = torch.compile(
+            update, backend=COMPILE_BACKEND, fullgraph=True, dynamic=False, options=options
+        )
     return _COMPILED[key]
 
 
