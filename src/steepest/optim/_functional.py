@@ -12,6 +12,7 @@ numbers), so an update written with them serves both paths.
 
 from __future__ import annotations
 
+import functools
 import math
 from collections.abc import Sequence
 from typing import overload
@@ -23,13 +24,19 @@ from torch import Tensor
 Scalar = float | Tensor
 
 
-def is_dtensor(tensor: object) -> bool:
-    """Whether ``tensor`` is a ``torch.distributed.tensor.DTensor`` (an FSDP2 parameter or its state)."""
+@functools.cache
+def _dtensor_class() -> type | None:
     if not torch.distributed.is_available():
-        return False
+        return None
     from torch.distributed.tensor import DTensor
 
-    return isinstance(tensor, DTensor)
+    return DTensor
+
+
+def is_dtensor(tensor: object) -> bool:
+    """Whether ``tensor`` is a ``torch.distributed.tensor.DTensor`` (an FSDP2 parameter or its state)."""
+    cls = _dtensor_class()
+    return cls is not None and isinstance(tensor, cls)
 
 
 def unevenly_sharded(tensor: Tensor) -> bool:
