@@ -40,6 +40,7 @@ from steepest.distributed.compressors import (
     dequantize_rows,
     pack_signs,
     quantize_rows,
+    segment_scales,
     unpack_signs,
 )
 from steepest.distributed.hooks import CommStats
@@ -110,13 +111,9 @@ class CompressedReduceScatter(ReduceScatter):
         n = group.size()
         chunk = output_tensor.numel()
         nbytes = input_tensor.numel() * input_tensor.element_size()
-        self.stats.calls += 1
-        self.stats.baseline_payload_bytes += nbytes
-        self.stats.baseline_wire_bytes += (n - 1) / n * nbytes
         if self.iteration < self.start_iter:
             self.iteration += 1
-            self.stats.payload_bytes += nbytes
-            self.stats.wire_bytes += (n - 1) / n * nbytes
+            self._count(nbytes, nbytes, n, compressed=False)
             return dist.reduce_scatter_tensor(output_tensor, input_tensor, op=op, group=group, async_op=async_op)
         q = input_tensor.detach().clone()
         if self.error_feedback:
@@ -138,19 +135,23 @@ class CompressedReduceScatter(ReduceScatter):
             total.div_(n)
         output_tensor.copy_(total.view_as(output_tensor))
         self.iteration += 1
-        self.stats.compressed_calls += 1
+        self._count(payload, nbytes, n, compressed=True)
+        return None
+
+    def _count(self, payload: int, baseline: int, n: int, *, compressed: bool) -> None:
+        """Record one call: ``payload`` bytes sent against ``baseline`` (the uncompressed input); (N-1)/N leave."""
+        self.stats.calls += 1
+        self.stats.compressed_calls += int(compressed)
         self.stats.payload_bytes += payload
         self.stats.wire_bytes += (n - 1) / n * payload
-        return None
+        self.stats.baseline_payload_bytes += baseline
+        self.stats.baseline_wire_bytes += (n - 1) / n * baseline
 
     def _exchange(self, rows: Tensor, group: dist.ProcessGroup) -> tuple[Tensor, Tensor, int]:
         """Send compressed row ``r`` to rank ``r``; return (received rows decompressed, own C(rows), payload bytes)."""
         n, chunk = rows.shape
         if self.compressor == "sign":
-            if self.scale == "l1":
-                scales = rows.abs().mean(dim=1).to(torch.float32)
-            else:
-                scales = (rows.norm(dim=1) / chunk**0.5).to(torch.float32)
+            scales = segment_scales(rows.reshape(-1), [chunk] * n, self.scale)
             codes = torch.stack([pack_signs(row) for row in rows])
             decompressed = torch.where(rows >= 0, 1.0, -1.0).to(rows.dtype) * scales.to(rows.dtype).unsqueeze(1)
         elif self.bits is None:
