@@ -89,3 +89,26 @@ def inplace_bandwidth(numel: int = 25_000_000, repeats: int = 9) -> tuple[float,
     b = torch.randn(numel)
     timing = time_calls(lambda: a.add_(b), repeats)
     return 3 * a.numel() * a.element_size() / timing.median, timing
+
+
+class InplaceBandwidthProbe:
+    """One ``a.add_(b)`` over fixed buffers per :meth:`sample`: the in-place bandwidth right now.
+
+    For timing loops that alternate a measured step with a bandwidth sample, so each step is
+    compared with the bandwidth the machine delivered within milliseconds of it (on the shared
+    2-core machine the in-place bandwidth drifts between about 40 and 75 GB/s over minutes, more
+    than the effects being measured).
+    """
+
+    def __init__(self, numel: int = 25_000_000) -> None:
+        self.a = torch.randn(numel)
+        self.b = torch.randn(numel)
+        self.bytes = 3 * numel * self.a.element_size()
+        for _ in range(2):  # fault the pages in
+            self.a.add_(self.b)
+
+    def sample(self) -> float:
+        """Bytes per second of one in-place add (two reads and one write counted)."""
+        start = time.perf_counter()
+        self.a.add_(self.b)
+        return self.bytes / (time.perf_counter() - start)

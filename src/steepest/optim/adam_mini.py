@@ -56,6 +56,11 @@ class Block:
     reason: str
 
 
+def _viewable_as_rows(block: Block, *tensors: Tensor) -> bool:
+    """Whether every tensor can be viewed (no copy) as ``block.blocks`` rows of ``block.block_numel``."""
+    return all(t.is_contiguous() for t in tensors)
+
+
 @lru_cache(maxsize=4096)
 def partition(
     name: str,
@@ -382,18 +387,24 @@ class AdamMini(SteepestOptimizer):
         for param, grad, state, block in zip(params, grads, states, self._blocks(group, params), strict=True):
             exp_avg, exp_avg_sq = state["exp_avg"], state["exp_avg_sq"]
             step = increment_step(state["step"])
-            if block.rule == RULE_FULL:
-                addcmul_scaled_(exp_avg_sq.mul_(beta2), grad, grad, 1.0 - beta2)
-            else:
+            if block.rule != RULE_FULL:
+                if _viewable_as_rows(block, param, grad, exp_avg):
+                    # Every operand as B rows, the statistic as (B, 1): one loop nest for the
+                    # whole update, so the compiled path can read each row once.
+                    param, grad, exp_avg = (t.view(block.blocks, block.block_numel) for t in (param, grad, exp_avg))
                 rows = grad.reshape(block.blocks, block.block_numel)
-                mean_square = rows.square().sum(dim=1) / max(block.block_numel, 1)
-                add_scaled_(exp_avg_sq.mul_(beta2), mean_square.view(block.v_shape), 1.0 - beta2)
+                v = exp_avg_sq.view(block.blocks, 1)
+                mean_square = rows.square().sum(dim=1, keepdim=True) / max(block.block_numel, 1)
+                add_scaled_(v.mul_(beta2), mean_square, 1.0 - beta2)
+            else:
+                v = addcmul_scaled_(exp_avg_sq.mul_(beta2), grad, grad, 1.0 - beta2)
             if block.decay:
                 decay_weights_(param, lr, wd)
             lerp_(exp_avg, grad, 1.0 - beta1)
-            denom = (exp_avg_sq.sqrt() / scalar_sqrt(bias_correction(beta2, step))).add_(eps)
-            if block.rule != RULE_FULL:  # broadcast each block's value over its entries
-                denom = denom.view(block.blocks, 1).expand(block.blocks, block.block_numel).reshape(param.shape)
+            denom = (v.sqrt() / scalar_sqrt(bias_correction(beta2, step))).add_(eps)
+            if block.rule != RULE_FULL and param.shape != (block.blocks, block.block_numel):
+                # broadcast each block's value over its entries (non-contiguous operands only)
+                denom = denom.expand(block.blocks, block.block_numel).reshape(param.shape)
             addcdiv_scaled_(param, exp_avg, denom, -lr / bias_correction(beta1, step))
 
     def _foreach_update(
