@@ -56,11 +56,6 @@ class Block:
     reason: str
 
 
-def _viewable_as_rows(block: Block, *tensors: Tensor) -> bool:
-    """Whether every tensor can be viewed (no copy) as ``block.blocks`` rows of ``block.block_numel``."""
-    return all(t.is_contiguous() for t in tensors)
-
-
 @lru_cache(maxsize=4096)
 def partition(
     name: str,
@@ -388,10 +383,6 @@ class AdamMini(SteepestOptimizer):
             exp_avg, exp_avg_sq = state["exp_avg"], state["exp_avg_sq"]
             step = increment_step(state["step"])
             if block.rule != RULE_FULL:
-                if _viewable_as_rows(block, param, grad, exp_avg):
-                    # Every operand as B rows, the statistic as (B, 1): one loop nest for the
-                    # whole update, so the compiled path can read each row once.
-                    param, grad, exp_avg = (t.view(block.blocks, block.block_numel) for t in (param, grad, exp_avg))
                 rows = grad.reshape(block.blocks, block.block_numel)
                 v = exp_avg_sq.view(block.blocks, 1)
                 mean_square = rows.square().sum(dim=1, keepdim=True) / max(block.block_numel, 1)
@@ -402,8 +393,10 @@ class AdamMini(SteepestOptimizer):
                 decay_weights_(param, lr, wd)
             lerp_(exp_avg, grad, 1.0 - beta1)
             denom = (v.sqrt() / scalar_sqrt(bias_correction(beta2, step))).add_(eps)
-            if block.rule != RULE_FULL and param.shape != (block.blocks, block.block_numel):
-                # broadcast each block's value over its entries (non-contiguous operands only)
+            if block.rule != RULE_FULL and tuple(param.shape) != (block.blocks, block.block_numel):
+                # Broadcast each block's value over its entries (heads, whole tensors). Rows
+                # broadcast as they are; the parameter itself is never viewed in another shape,
+                # since a compiled update then writes a temporary and copies it into the parameter.
                 denom = denom.expand(block.blocks, block.block_numel).reshape(param.shape)
             addcdiv_scaled_(param, exp_avg, denom, -lr / bias_correction(beta1, step))
 
