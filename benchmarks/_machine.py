@@ -96,7 +96,7 @@ class InplaceBandwidthProbe:
 
     For timing loops that alternate a measured step with a bandwidth sample, so each step is
     compared with the bandwidth the machine delivered within milliseconds of it (on the shared
-    2-core machine the in-place bandwidth drifts between about 40 and 75 GB/s over minutes, more
+    2-core machine the in-place bandwidth drifts between about 40 and 85 GB/s over minutes, more
     than the effects being measured).
     """
 

@@ -14,9 +14,10 @@ One row per optimizer and path (``per-tensor``: the reference loop; ``foreach``:
   and written in place). The bandwidth is sampled once in every alternated round, just before the
   round's steps, and each step is divided by its own round's floor; the column is the median
   [min, max] of those per-round ratios and ``GB/s`` the median sample. (On the shared machine the
-  bandwidth drifts between about 40 and 75 GB/s within minutes: one reading per row made the ratio
+  bandwidth drifts between about 40 and 85 GB/s within minutes: one reading per row made the ratio
   of a steady step swing by 1.5x.) 1.0 is the memory-bandwidth limit; torch's ``AdamW(fused=True)``
-  measures 0.9-1.1. Target: fused <= 1.3;
+  measured 0.97 at ~50 GB/s and 1.22 in a spell at ~80 GB/s, when compiled kernels lag ATen's
+  ``add_``. Target: fused <= 1.3;
 * ``first s``: the first step's time, which for the fused path includes compiling (cold or from
   inductor's on-disk cache, as the machine's cache stands: the script says which it cannot know,
   so it prints both the first and the second step).
