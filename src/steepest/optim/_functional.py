@@ -99,7 +99,12 @@ def materialized(scalar: Scalar) -> Scalar:
     folds a one-element stack into a view and inlines it again).
     """
     if isinstance(scalar, Tensor) and torch.compiler.is_compiling():
-        return torch.stack([scalar, scalar])[0]
+        if scalar.dim() == 0:
+            return torch.stack([scalar, scalar])[0]
+        # Inductor turns a stack of one tensor into a broadcast copy and inlines it; a CPU cat of
+        # two different inputs is a buffer of its own.
+        flat = scalar.reshape(-1)
+        return torch.cat([flat, -flat])[: flat.numel()].view(scalar.shape)
     return scalar
 
 

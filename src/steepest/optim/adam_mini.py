@@ -24,6 +24,7 @@ from steepest.optim._functional import (
     increment_step,
     increment_steps,
     lerp_,
+    materialized,
     scalar_sqrt,
     unevenly_sharded,
 )
@@ -393,6 +394,8 @@ class AdamMini(SteepestOptimizer):
                 decay_weights_(param, lr, wd)
             lerp_(exp_avg, grad, 1.0 - beta1)
             denom = (v.sqrt() / scalar_sqrt(bias_correction(beta2, step))).add_(eps)
+            if block.rule != RULE_FULL:
+                denom = materialized(denom)
             if block.rule != RULE_FULL and tuple(param.shape) != (block.blocks, block.block_numel):
                 # Broadcast each block's value over its entries (heads, whole tensors). Rows
                 # broadcast as they are; the parameter itself is never viewed in another shape,
