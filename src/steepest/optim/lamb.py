@@ -16,6 +16,7 @@ from steepest.optim._functional import (
     foreach_update_moments_,
     increment_step,
     increment_steps,
+    materialized,
     scalar_sqrt,
     trust_ratio,
     update_moments_,
@@ -163,7 +164,7 @@ class LAMB(SteepestOptimizer):
                 weight_norm = weight_norm.clamp(max=clamp)
             update_norm = torch.linalg.vector_norm(update, dtype=norm_dtype) * scale
             trust = trust_ratio(weight_norm, update_norm)
-            add_scaled_(param, update * (trust * scale), -lr)
+            add_scaled_(param, update * materialized(trust * scale), -lr)
 
     def _foreach_update(
         self, group: ParamGroup, params: list[Tensor], grads: list[Tensor], states: list[dict[str, Any]]

@@ -9,7 +9,7 @@ import torch
 from torch import Tensor
 
 from steepest.optim._base import Capabilities, ParamGroup, StateSpec, SteepestOptimizer
-from steepest.optim._functional import add_scaled_, trust_ratio
+from steepest.optim._functional import add_scaled_, materialized, trust_ratio
 from steepest.optim._validation import POSITIVE, Boolean
 
 
@@ -140,7 +140,7 @@ class LARS(SteepestOptimizer):
                 norm_dtype = torch.promote_types(param.dtype, torch.float32)
                 weight_norm = torch.linalg.vector_norm(param, dtype=norm_dtype)
                 grad_norm = torch.linalg.vector_norm(grad, dtype=norm_dtype)
-                local_lr = trust_ratio(weight_norm, grad_norm + wd * weight_norm, trust_coefficient)
+                local_lr = materialized(trust_ratio(weight_norm, grad_norm + wd * weight_norm, trust_coefficient))
                 update = add_scaled_(grad.clone(), param, wd).mul_(local_lr)
             # Compiled, momentum is a tensor; its buffer exists exactly when it was > 0 at the first step.
             if "momentum_buffer" in state if isinstance(momentum, Tensor) else momentum > 0:
