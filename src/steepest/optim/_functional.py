@@ -222,7 +222,7 @@ def adamw_step_(
     decay_weights_(param, lr, weight_decay)
     step = increment_step(state["step"])
     update_moments_(state["exp_avg"], state["exp_avg_sq"], grad, beta1, beta2)
-    denom = (state["exp_avg_sq"].sqrt() / bias_correction(beta2, step) ** 0.5).add_(eps)
+    denom = (state["exp_avg_sq"].sqrt() / materialized(bias_correction(beta2, step) ** 0.5)).add_(eps)
     addcdiv_scaled_(param, state["exp_avg"], denom, -lr / bias_correction(beta1, step))
 
 
