@@ -26,6 +26,7 @@ from typing import Any
 
 import pytest
 import torch
+from torch import Tensor
 from torch._dynamo.utils import counters
 
 import steepest
@@ -241,3 +242,19 @@ def test_compiled_update_is_shared_by_instances() -> None:
         opt = steepest.Lion(params, lr=0.01, fused=True)
         take_step(opt, params, lambda params=params: problem.loss(params))
     assert counters["stats"]["unique_graphs"] == 1
+
+
+@pytest.mark.parametrize("shape", [(), (7, 1), (3, 5)])
+def test_materialized_keeps_the_value_of_scalars_and_block_tensors(shape: tuple[int, ...]) -> None:
+    """``materialized`` only changes where inductor stores a value, never the value itself."""
+    from steepest.optim._functional import materialized
+
+    def update(param: Tensor, v: Tensor) -> None:
+        param.div_(materialized(v.sqrt() + 1e-3))
+
+    v = torch.rand(shape, dtype=torch.float64) + 0.5
+    param = torch.randn(7, 5, dtype=torch.float64) if shape != (3, 5) else torch.randn(3, 5, dtype=torch.float64)
+    expected = param / (v.sqrt() + 1e-3)
+    torch.compile(update, backend=_fused.COMPILE_BACKEND, fullgraph=True)(param, v)
+    torch.testing.assert_close(param, expected, rtol=1e-12, atol=0)
+    assert materialized(v) is v  # eager: unchanged
