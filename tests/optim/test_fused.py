@@ -68,8 +68,14 @@ def _variants() -> list[Any]:
 
 
 @pytest.fixture(autouse=True)
-def _fresh_dynamo() -> Iterator[None]:
-    """Each test starts with empty dynamo caches and counters (recompile limits are per code object)."""
+def _fresh_dynamo(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
+    """Each test starts with empty dynamo caches and counters (recompile limits are per code object).
+
+    The test problems' tensors are small, so every tensor is compiled here (``FUSED_MIN_TENSOR_NUMEL``
+    0): the matrix checks the compiled update itself. The split into compiled and foreach tensors
+    has its own test below.
+    """
+    monkeypatch.setattr(_fused, "FUSED_MIN_TENSOR_NUMEL", 0)
     torch._dynamo.reset()
     counters.clear()
     with warnings.catch_warnings():
@@ -258,3 +264,34 @@ def test_materialized_keeps_the_value_of_scalars_and_block_tensors(shape: tuple[
     torch.compile(update, backend=_fused.COMPILE_BACKEND, fullgraph=True)(param, v)
     torch.testing.assert_close(param, expected, rtol=1e-12, atol=0)
     assert materialized(v) is v  # eager: unchanged
+
+
+@pytest.mark.parametrize("key", ["lion", "adam_mini", "lamb", "scale"])
+def test_small_tensors_take_the_foreach_path_inside_a_fused_step(key: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Tensors under ``FUSED_MIN_TENSOR_NUMEL`` are updated by the foreach path, the rest compiled.
+
+    The trajectory still matches the per-tensor path, and the compiled graph sees only the large
+    tensors (its inputs hold no tensor of the small size).
+    """
+    params = make_params(torch.float64)
+    sizes = sorted({p.numel() for p in params})
+    assert len(sizes) >= 2, "the test problem needs tensors of two sizes"
+    monkeypatch.setattr(_fused, "FUSED_MIN_TENSOR_NUMEL", sizes[-1])
+    kwargs = DB[key].variants[0]
+    expected = _trajectory(key, kwargs, torch.float64, 6, foreach=False)
+    seen: list[tuple[int, ...]] = []
+    compiled = _fused.compiled_update
+
+    def recording(cls: type) -> Any:
+        update = compiled(cls)
+
+        def run(optimizer: Any, group: Any, params: list[Tensor], *rest: Any) -> Any:
+            seen.extend(p.numel() for p in params)
+            return update(optimizer, group, params, *rest)
+
+        return run
+
+    monkeypatch.setattr(_fused, "compiled_update", recording)
+    actual = _trajectory(key, kwargs, torch.float64, 6, fused=True)
+    _assert_close(expected, actual, rtol=1e-12, atol=1e-14)
+    assert seen and set(seen) == {sizes[-1]}, seen

@@ -446,9 +446,12 @@ class SteepestOptimizer(StateSpecMixin, Optimizer, metaclass=ABCMeta):
         """
         if self._use_fused(group, params):
             index = next(i for i, g in enumerate(self.param_groups) if g is group)
-            buckets = (
-                [(params, grads, states)] if self.foreach_whole_group else device_dtype_buckets(params, grads, states)
-            )
+            if self.foreach_whole_group:
+                buckets = [(params, grads, states)]
+            else:
+                buckets, small = _fused.split_small_tensors(device_dtype_buckets(params, grads, states))
+                for rest in small:
+                    self._foreach_update(group, *rest)
             for done, (bucket_params, bucket_grads, bucket_states) in enumerate(buckets):
                 if not _fused.fused_update(self, index, group, bucket_params, bucket_grads, bucket_states):
                     for rest in buckets[done:]:

@@ -55,6 +55,15 @@ from torch import Tensor
 #: thousand steps; below it a run may be too short to.
 FUSED_AUTO_MIN_NUMEL = 1 << 24
 
+#: Tensors with fewer elements than this take the foreach path inside a fused step (unless the
+#: optimizer's update spans the whole group, ``foreach_whole_group``). A compiled update pays a
+#: fixed cost per tensor (its scalar kernels, their thread barriers, the wrapper's buffer and view
+#: calls: 15-30 us on the 2-core CPU) that its saved bandwidth only repays above ~16K elements;
+#: the foreach path handles the small ones (norm gains, biases) in a few multi-tensor calls.
+#: Measured on the 24.2M benchmark model (84 tensors, 40 of them under 2,049 elements): see
+#: ``benchmarks/step_time.py``'s history in the README. 0 compiles every tensor.
+FUSED_MIN_TENSOR_NUMEL = 1 << 14
+
 #: Device types on which ``fused=None`` may pick the fused path (inductor has a backend there).
 FUSED_AUTO_DEVICE_TYPES = frozenset({"cpu", "cuda"})
 
@@ -165,6 +174,25 @@ def auto_fused(params: Sequence[Tensor]) -> bool:
     if len({p.device.type for p in params}) != 1 or params[0].device.type not in FUSED_AUTO_DEVICE_TYPES:
         return False
     return sum(p.numel() for p in params) >= FUSED_AUTO_MIN_NUMEL
+
+
+Bucket = tuple[list[Tensor], list[Tensor], list[dict[str, Any]]]
+
+
+def split_small_tensors(buckets: Sequence[Bucket]) -> tuple[list[Bucket], list[Bucket]]:
+    """Each bucket's tensors of at least :data:`FUSED_MIN_TENSOR_NUMEL` elements, and the rest.
+
+    Returns ``(compiled, small)``, empty buckets dropped; the order within a bucket is kept.
+    """
+    compiled: list[Bucket] = []
+    small: list[Bucket] = []
+    for params, grads, states in buckets:
+        large = [i for i, p in enumerate(params) if p.numel() >= FUSED_MIN_TENSOR_NUMEL]
+        rest = [i for i, p in enumerate(params) if p.numel() < FUSED_MIN_TENSOR_NUMEL]
+        for indices, out in ((large, compiled), (rest, small)):
+            if indices:
+                out.append(([params[i] for i in indices], [grads[i] for i in indices], [states[i] for i in indices]))
+    return compiled, small
 
 
 def compile_supported() -> bool:
