@@ -25,11 +25,12 @@ relative.
 Compilation cost: the first fused step of each (optimizer class, group layout, dtype, device)
 signature compiles. On the 2-core CPU machine, for 84 transformer-shaped tensors (24.2M
 parameters; the 32 matrices compiled, the 52 vectors under :data:`FUSED_MIN_TENSOR_NUMEL`
-elements on the foreach path): 10-140 s with a cold cache (seen with all 84 compiled: SignSGD
-and AdaGrad-Norm 11 s, Signum 18 s, Lion 25 s, LARS 38 s, SCALE 45 s, GaLore's and FRUGAL's
-dense AdamW, Adam-mini and diffGrad 55-90 s, AdaBelief, LAMB and Adan 98-134 s: bias
-corrections add scalar graph nodes per tensor), 1-6 s when inductor's on-disk FX graph cache
-already holds the kernels (a second run of the same model). A tiny model takes 1-5 s cold.
+elements on the foreach path): 5-40 s with a cold cache (seen: SignSGD 5 s, Signum 7 s, LARS
+16 s, FRUGAL's and GaLore's dense AdamW 19-22 s, diffGrad 23 s, LAMB 31 s, AdaBelief 35 s, Adan
+39 s; bias corrections add scalar graph nodes per tensor). With all 84 tensors compiled it was
+10-140 s (SignSGD 11 s, Lion 25 s, SCALE 45 s, Adam-mini 56-72 s, Adan 111 s). 1-6 s when
+inductor's on-disk FX graph cache already holds the kernels (a second run of the same model). A
+tiny model takes 1-5 s cold.
 Later steps reuse the compiled code: dynamo caches it on the update's code object and guards on
 the tensors' shapes, dtypes and devices and on the non-float hyperparameters. Inductor's FX graph
 cache (on by default; directory ``TORCHINDUCTOR_CACHE_DIR``) carries kernels across runs.
