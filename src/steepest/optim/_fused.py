@@ -54,7 +54,7 @@ from torch import Tensor
 #: parameters are all on one device type with a compile backend, and whose ``foreach`` is ``None``
 #: (an explicit ``foreach=True`` or ``False`` asks for that path). At 16.8M elements the step time
 #: saved on this project's 2-core CPU machine (~1.5 ms per million elements for Lion and AdamW-like
-#: updates, benchmarks/step_time.py) repays a cold compile (2-140 s) within a few hundred to a few
+#: updates, benchmarks/step_time.py) repays a cold compile (5-40 s) within a few hundred to a few
 #: thousand steps; below it a run may be too short to.
 FUSED_AUTO_MIN_NUMEL = 1 << 24
 
