@@ -450,8 +450,8 @@ class SteepestOptimizer(StateSpecMixin, Optimizer, metaclass=ABCMeta):
                 buckets = [(params, grads, states)]
             else:
                 buckets, small = _fused.split_small_tensors(device_dtype_buckets(params, grads, states))
-                for rest in small:
-                    self._foreach_update(group, *rest)
+                for rest in small:  # foreach unless the user asked for the loop (foreach=False)
+                    (self._foreach_update if self._use_foreach(group) else self._single_tensor_update)(group, *rest)
             for done, (bucket_params, bucket_grads, bucket_states) in enumerate(buckets):
                 if not _fused.fused_update(self, index, group, bucket_params, bucket_grads, bucket_states):
                     for rest in buckets[done:]:
