@@ -191,8 +191,10 @@ def split_small_tensors(buckets: Sequence[Bucket]) -> tuple[list[Bucket], list[B
     compiled: list[Bucket] = []
     small: list[Bucket] = []
     for params, grads, states in buckets:
-        large = [i for i, p in enumerate(params) if p.numel() >= FUSED_MIN_TENSOR_NUMEL]
-        rest = [i for i, p in enumerate(params) if p.numel() < FUSED_MIN_TENSOR_NUMEL]
+        large: list[int] = []
+        rest: list[int] = []
+        for i, p in enumerate(params):
+            (large if p.numel() >= FUSED_MIN_TENSOR_NUMEL else rest).append(i)
         for indices, out in ((large, compiled), (rest, small)):
             if indices:
                 out.append(([params[i] for i in indices], [grads[i] for i in indices], [states[i] for i in indices]))

@@ -395,12 +395,12 @@ class AdamMini(SteepestOptimizer):
             lerp_(exp_avg, grad, 1.0 - beta1)
             denom = (v.sqrt() / scalar_sqrt(bias_correction(beta2, step))).add_(eps)
             if block.rule != RULE_FULL:
-                denom = materialized(denom)
-            if block.rule != RULE_FULL and tuple(param.shape) != (block.blocks, block.block_numel):
-                # Broadcast each block's value over its entries (heads, whole tensors). Rows
-                # broadcast as they are; the parameter itself is never viewed in another shape,
-                # since a compiled update then writes a temporary and copies it into the parameter.
-                denom = denom.expand(block.blocks, block.block_numel).reshape(param.shape)
+                denom = materialized(denom)  # one value per block, stored once when compiled
+                if tuple(param.shape) != (block.blocks, block.block_numel):
+                    # Broadcast each block's value over its entries (heads, whole tensors). Rows
+                    # broadcast as they are; the parameter is never viewed in another shape, since
+                    # a compiled update then writes a temporary and copies it into the parameter.
+                    denom = denom.expand(block.blocks, block.block_numel).reshape(param.shape)
             addcdiv_scaled_(param, exp_avg, denom, -lr / bias_correction(beta1, step))
 
     def _foreach_update(
