@@ -266,6 +266,23 @@ def test_materialized_keeps_the_value_of_scalars_and_block_tensors(shape: tuple[
     assert materialized(v) is v  # eager: unchanged
 
 
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16, torch.float64])
+def test_norms_accumulate_in_float64_inside_a_compiled_cpu_update(dtype: torch.dtype) -> None:
+    """``norm_dtype``: float32-or-wider eagerly; float64 when compiled on CPU (no cascade helper)."""
+    from steepest.optim._functional import norm_dtype
+
+    x = torch.randn(50_000, dtype=torch.float64).to(dtype)
+
+    def norm(t: Tensor) -> Tensor:
+        return torch.linalg.vector_norm(t, dtype=norm_dtype(t))
+
+    assert norm_dtype(x) == torch.promote_types(dtype, torch.float32)
+    compiled = torch.compile(norm, backend=_fused.COMPILE_BACKEND, fullgraph=True)(x)
+    assert compiled.dtype == torch.float64
+    expected = torch.linalg.vector_norm(x.double())
+    torch.testing.assert_close(compiled, expected, rtol=1e-12, atol=0)
+
+
 @pytest.mark.parametrize("key", ["lion", "adam_mini", "lamb", "scale"])
 def test_small_tensors_take_the_foreach_path_inside_a_fused_step(key: str, monkeypatch: pytest.MonkeyPatch) -> None:
     """Tensors under ``FUSED_MIN_TENSOR_NUMEL`` are updated by the foreach path, the rest compiled.

@@ -251,6 +251,22 @@ def foreach_adamw_step_(
     torch._foreach_addcdiv_(params, exp_avgs, denoms, [-lr / bias_correction(beta1, s) for s in steps])
 
 
+def norm_dtype(tensor: Tensor) -> torch.dtype:
+    """The dtype to accumulate a norm or sum of squares of ``tensor`` in.
+
+    float32-or-wider (the tensor's dtype promoted with float32), except inside a compiled CPU
+    update, where it is float64. Inductor sums a float32 reduction of more than 4,096 elements
+    through a cascade (pairwise) helper that keeps its partial sums in memory; a float64
+    accumulator stays in registers and is the more accurate of the two. On the 2-core CPU, sums of
+    squares over the benchmark model's 32 matrices (24M float32 entries): 4.2 ms with the cascade,
+    3.3 ms in float64, worst relative error 7e-7 against 2e-10. Fused steps, alternated in one
+    process: AdaGrad-Norm 0.93x, LARS 0.96x, Adam-mini 0.98x, LAMB unchanged (1.02x).
+    """
+    if tensor.device.type == "cpu" and torch.compiler.is_compiling():
+        return torch.float64
+    return torch.promote_types(tensor.dtype, torch.float32)
+
+
 def trust_ratio(weight_norm: Tensor, update_norm: Tensor, numerator_scale: float = 1.0) -> Tensor:
     """``scale * ||w|| / ||u||``, or 1 where either norm is zero (layer-wise adaptation).
 

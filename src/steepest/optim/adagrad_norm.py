@@ -17,7 +17,14 @@ from steepest.optim._base import (
     SteepestOptimizer,
     device_dtype_buckets,
 )
-from steepest.optim._functional import copy_all_, decay_weights_, foreach_decay_weights_, materialized, per_tensor_norms
+from steepest.optim._functional import (
+    copy_all_,
+    decay_weights_,
+    foreach_decay_weights_,
+    materialized,
+    norm_dtype,
+    per_tensor_norms,
+)
 from steepest.optim._validation import POSITIVE, OneOf
 
 
@@ -166,13 +173,13 @@ class AdaGradNorm(SteepestOptimizer):
         if group["scope"] == "tensor":
             for param, grad, state in zip(params, grads, states, strict=True):
                 sum_sq = state["sum_sq"]
-                sum_sq.add_(torch.linalg.vector_norm(grad, dtype=sum_sq.dtype).square())
+                sum_sq.add_(torch.linalg.vector_norm(grad, dtype=norm_dtype(grad)).square().to(sum_sq.dtype))
                 decay_weights_(param, lr, wd)
                 param.add_(grad * materialized((-lr / sum_sq.sqrt()).reshape(())))
             return
         previous = torch.stack([state["sum_sq"].to(torch.float64).reshape(()) for state in states]).amax()
         squared = [
-            torch.linalg.vector_norm(grad, dtype=torch.promote_types(grad.dtype, torch.float32)).to(torch.float64) ** 2
+            torch.linalg.vector_norm(grad, dtype=norm_dtype(grad)).to(torch.float64) ** 2
             for grad in grads
         ]
         b_squared = previous + torch.stack(squared).sum()

@@ -25,6 +25,7 @@ from steepest.optim._functional import (
     increment_steps,
     lerp_,
     materialized,
+    norm_dtype,
     scalar_sqrt,
     unevenly_sharded,
 )
@@ -386,8 +387,10 @@ class AdamMini(SteepestOptimizer):
             if block.rule != RULE_FULL:
                 rows = grad.reshape(block.blocks, block.block_numel)
                 v = exp_avg_sq.view(block.blocks, 1)
-                mean_square = rows.square().sum(dim=1, keepdim=True) / max(block.block_numel, 1)
-                add_scaled_(v.mul_(beta2), mean_square, 1.0 - beta2)
+                # In the grad's dtype eagerly (as the official code); wider when compiled on CPU.
+                wide = norm_dtype(rows) if torch.compiler.is_compiling() else rows.dtype
+                mean_square = rows.square().sum(dim=1, keepdim=True, dtype=wide) / max(block.block_numel, 1)
+                add_scaled_(v.mul_(beta2), mean_square.to(v.dtype), 1.0 - beta2)
             else:
                 v = addcmul_scaled_(exp_avg_sq.mul_(beta2), grad, grad, 1.0 - beta2)
             if block.decay:

@@ -17,6 +17,7 @@ from steepest.optim._functional import (
     increment_step,
     increment_steps,
     materialized,
+    norm_dtype,
     scalar_sqrt,
     trust_ratio,
     update_moments_,
@@ -158,11 +159,11 @@ class LAMB(SteepestOptimizer):
                 scale = 1.0
             else:
                 update = ratio  # u = scale * ratio
-            norm_dtype = torch.promote_types(param.dtype, torch.float32)
-            weight_norm = torch.linalg.vector_norm(param, dtype=norm_dtype)
+            acc_dtype = norm_dtype(param)
+            weight_norm = torch.linalg.vector_norm(param, dtype=acc_dtype)
             if clamp is not None:
                 weight_norm = weight_norm.clamp(max=clamp)
-            update_norm = torch.linalg.vector_norm(update, dtype=norm_dtype) * scale
+            update_norm = torch.linalg.vector_norm(update, dtype=acc_dtype) * scale
             trust = trust_ratio(weight_norm, update_norm)
             add_scaled_(param, update * materialized(trust * scale), -lr)
 

@@ -9,7 +9,7 @@ import torch
 from torch import Tensor
 
 from steepest.optim._base import Capabilities, ParamGroup, StateSpec, SteepestOptimizer
-from steepest.optim._functional import add_scaled_, materialized, trust_ratio
+from steepest.optim._functional import add_scaled_, materialized, norm_dtype, trust_ratio
 from steepest.optim._validation import POSITIVE, Boolean
 
 
@@ -137,9 +137,9 @@ class LARS(SteepestOptimizer):
         for param, grad, state in zip(params, grads, states, strict=True):
             update = grad
             if self._adapted(param, group):
-                norm_dtype = torch.promote_types(param.dtype, torch.float32)
-                weight_norm = torch.linalg.vector_norm(param, dtype=norm_dtype)
-                grad_norm = torch.linalg.vector_norm(grad, dtype=norm_dtype)
+                acc_dtype = norm_dtype(param)
+                weight_norm = torch.linalg.vector_norm(param, dtype=acc_dtype)
+                grad_norm = torch.linalg.vector_norm(grad, dtype=acc_dtype)
                 local_lr = materialized(trust_ratio(weight_norm, grad_norm + wd * weight_norm, trust_coefficient))
                 update = add_scaled_(grad.clone(), param, wd).mul_(local_lr)
             # Compiled, momentum is a tensor; its buffer exists exactly when it was > 0 at the first step.
