@@ -173,7 +173,8 @@ class AdaGradNorm(SteepestOptimizer):
         if group["scope"] == "tensor":
             for param, grad, state in zip(params, grads, states, strict=True):
                 sum_sq = state["sum_sq"]
-                sum_sq.add_(torch.linalg.vector_norm(grad, dtype=norm_dtype(grad)).square().to(sum_sq.dtype))
+                wide = torch.promote_types(norm_dtype(grad), sum_sq.dtype)  # never narrower than the accumulator
+                sum_sq.add_(torch.linalg.vector_norm(grad, dtype=wide).square().to(sum_sq.dtype))
                 decay_weights_(param, lr, wd)
                 param.add_(grad * materialized((-lr / sum_sq.sqrt()).reshape(())))
             return
