@@ -18,6 +18,9 @@ One row per optimizer and path (``per-tensor``: the reference loop; ``foreach``:
   of a steady step swing by 1.5x.) 1.0 is the memory-bandwidth limit; torch's ``AdamW(fused=True)``
   measured 0.97 at ~50 GB/s and 1.22 in a spell at ~80 GB/s, when compiled kernels lag ATen's
   ``add_``. Target: fused <= 1.3;
+* AdaHessian and Sophia-H rows (``(update only)``) time the update alone, given a fixed Hessian
+  estimate: their Hessian-vector product is a second backward pass, the same on every path and
+  measured by ``benchmarks/curvature_cost.py``; the floor counts the estimate's read;
 * ``first s``: the first step's time, which for the fused path includes compiling (cold or from
   inductor's on-disk cache, as the machine's cache stands: the script says which it cannot know,
   so it prints both the first and the second step).
@@ -71,11 +74,19 @@ def transformer_shapes(
     return shapes
 
 
-#: Not timed here. AdaHessian, Sophia-H and Newton-CG need a model and a loss for their
-#: Hessian-vector products, and M-FAC keeps ngrads gradient copies (64 x 25M floats): their step
-#: cost relative to SGD is measured by benchmarks/curvature_cost.py (Sophia-G's plain step is
-#: timed here; its Hessian refresh there).
-CURVATURE_KEYS = ("adahessian", "sophia_h", "mfac", "newton_cg")
+#: Not timed here. Newton-CG needs a model and a loss for its Hessian-vector products, and M-FAC
+#: keeps ngrads gradient copies (64 x 25M floats): their step cost relative to SGD is measured by
+#: benchmarks/curvature_cost.py (Sophia-G's plain step is timed here; its Hessian refresh there).
+CURVATURE_KEYS = ("mfac", "newton_cg")
+
+#: Timed on their update alone, with a fixed Hessian estimate standing in for the one their step
+#: computes: the Hessian-vector product (a second backward pass, benchmarks/curvature_cost.py)
+#: costs the same on every path, the update is what the paths differ in. Sophia-H is timed on a
+#: refresh step (it reads the estimate; its other steps do not).
+UPDATE_ONLY_KEYS = ("adahessian", "sophia_h")
+
+#: Parameter-sized estimates an update-only row reads on top of its state (``UPDATE_ONLY_KEYS``).
+ESTIMATE_READS = {"adahessian": 1, "sophia_h": 1}
 
 #: Model facts some optimizers need beyond their suggested hyperparameters.
 MODEL_KWARGS = {"adam_mini": {"dim": WIDTH, "n_heads": HEADS}}
@@ -92,10 +103,11 @@ REDUCTION_READS = {"lamb": 3, "lars": 2, "normalized_sd": 1, "adagrad_norm": 1}
 def state_traffic_bytes(key: str, opt: torch.optim.Optimizer) -> int:
     """Bytes an update must move at least: read p and g, read+write each state tensor, write p.
 
-    Plus the extra reads in :data:`REDUCTION_READS` for updates that need a norm first.
+    Plus the extra reads in :data:`REDUCTION_READS` for updates that need a norm first, and the
+    Hessian estimate an update-only row reads (:data:`ESTIMATE_READS`).
     """
     total = 0
-    passes = 3 + REDUCTION_READS.get(key, 0)
+    passes = 3 + REDUCTION_READS.get(key, 0) + ESTIMATE_READS.get(key, 0)
     for group in opt.param_groups:
         for p in group["params"]:
             total += passes * p.numel() * p.element_size()
@@ -160,6 +172,34 @@ def build(key: str, path: str, names: list[str], params: list[torch.nn.Parameter
     return steepest.create_optimizer(key, named if entry.capabilities.needs_named_parameters else params, **kwargs)
 
 
+def update_only_step(opt: torch.optim.Optimizer) -> Callable[[], None]:
+    """A step of a Hutchinson-estimate optimizer (``UPDATE_ONLY_KEYS``) without its Hessian-vector product.
+
+    Hands the update the fixed estimate ``(u * Hu, Hu)`` for every parameter, as the optimizer's
+    own step does right after its product, and runs the path's update on the gradients present.
+    """
+    params = [p for group in opt.param_groups for p in group["params"]]
+    gen = torch.Generator().manual_seed(0)
+    estimates = {p: (torch.rand(p.shape, generator=gen), torch.randn(p.shape, generator=gen)) for p in params}
+
+    @torch.no_grad()
+    def step() -> None:
+        opt._hessian = estimates  # type: ignore[attr-defined]
+        try:
+            for group in opt.param_groups:
+                with_grad = [p for p in group["params"] if p.grad is not None]
+                states = []
+                for p in with_grad:
+                    if not opt.state[p]:
+                        opt._init_state(p, group, opt.state[p])  # type: ignore[attr-defined]
+                    states.append(opt.state[p])
+                opt._update_group(group, with_grad, [p.grad for p in with_grad], states)  # type: ignore[attr-defined]
+        finally:
+            opt._hessian = {}  # type: ignore[attr-defined]
+
+    return step
+
+
 def measure(
     key: str,
     path: str,
@@ -171,8 +211,9 @@ def measure(
     """Alternate ``repeats`` rounds: a bandwidth sample, an AdamW-foreach, an AdamW-fused and a ``key`` step."""
     references = [torch.optim.AdamW(params, lr=1e-4, foreach=True), torch.optim.AdamW(params, lr=1e-4, fused=True)]
     opt = build(key, path, names, params)
-    first = _timed(opt.step)
-    second = _timed(opt.step)
+    step = update_only_step(opt) if key in UPDATE_ONLY_KEYS else opt.step
+    first = _timed(step)
+    second = _timed(step)
     for reference in references:  # create state and warm up outside the timed region
         reference.step()
     traffic = state_traffic_bytes(key, opt)
@@ -184,7 +225,7 @@ def measure(
         bandwidths.append(probe.sample())
         theirs[0].append(_timed(references[0].step))
         theirs[1].append(_timed(references[1].step))
-        ours.append(_timed(opt.step))
+        ours.append(_timed(step))
     row = Row(
         key,
         path,
@@ -199,7 +240,7 @@ def measure(
         busy,
         REGISTRY[key].capabilities.elementwise,
     )
-    del opt, references
+    del opt, step, references
     gc.collect()
     return row
 
@@ -256,6 +297,8 @@ def main(argv: list[str] | None = None) -> int:
             row = measure(key, path, names, params, args.repeats, probe)
             floor = row.vs_floor.median
             flag = "" if row.elementwise else "  (not elementwise)"
+            if key in UPDATE_ONLY_KEYS:
+                flag += "  (update only)"
             if path == "fused" and floor > 1.3:
                 flag += "  > 1.3x floor"
                 above.append(key)

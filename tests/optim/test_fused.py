@@ -20,6 +20,7 @@ and the per-tensor -> fused checkpoint direction are marked slow (``pytest -m sl
 from __future__ import annotations
 
 import copy
+import math
 import warnings
 from collections.abc import Iterator
 from typing import Any
@@ -63,6 +64,24 @@ REQUIRED_FUSED = (
 )
 
 
+#: Registry entries without the library's fused path, and why; every other entry must offer it.
+NOT_FUSED = {
+    "sgd": "torch.optim.SGD itself, with torch's own fused=True",
+    "adamw": "torch.optim.AdamW itself, with torch's own fused=True",
+    "blockllm": "the trained parameter set changes at every reselection: a new graph each time",
+    "mfac": "not elementwise: an m x m system over the gradient history",
+    "newton_cg": "not elementwise: conjugate-gradient solves with Hessian-vector products",
+    **dict.fromkeys(
+        ("mezo", "sparse_mezo", "zo_sign_sgd", "zo_adam", "forward_gradient"),
+        "zeroth-order: the step is loss evaluations under seeded perturbations",
+    ),
+    **dict.fromkeys(
+        ("sls", "sls_adam", "ponos", "sps", "sps_max", "mdb"),
+        "step-size search: the step re-evaluates the loss under trial step sizes",
+    ),
+}
+
+
 def _variants() -> list[Any]:
     return [pytest.param(key, i, id=f"{key}-v{i}") for key in FUSED_KEYS for i in range(len(DB[key].variants))]
 
@@ -84,6 +103,21 @@ def _fresh_dynamo(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
     torch._dynamo.reset()
 
 
+#: Optimizers whose graph depends on more than which parameters have a gradient, with the steps
+#: after which no new graph may appear and the graphs allowed per param group. Sophia-H refreshes
+#: its Hessian estimate per parameter every ``update_period`` steps: the update with the estimate
+#: and without it are two graphs, and a parameter whose gradient was dropped once is due one step
+#: later than the rest (4 parameters with all, none, the other 3 or only its estimate; 3 with).
+STRUCTURAL_GRAPHS = {"sophia_h": (13, 5)}
+
+
+#: float64 tolerances other than 1e-12. Sophia-H's clipped steps bounce around the quadratic's
+#: minimum and amplify a difference of one rounding about tenfold every five steps: the fused and
+#: per-tensor trajectories are bit-identical for 20 steps (the eager foreach path for all 50), then
+#: differ by 4e-16 at step 20 and 8e-13 at step 45 (inductor contracts a multiply-add into one FMA).
+FLOAT64_RTOL = {"sophia_h": 1e-10}
+
+
 def _schedule(opt: torch.optim.Optimizer, initial: list[dict[str, Any]], step: int) -> None:
     """Change every real hyperparameter a scheduler would touch, differently each step."""
     for group, start in zip(opt.param_groups, initial, strict=True):
@@ -101,17 +135,24 @@ def _trajectory(
     params = make_params(dtype)
     opt = build(key, params, **kwargs, **path)
     initial = [{k: group[k] for k in ("lr", "betas", "weight_decay") if k in group} for group in opt.param_groups]
+    warmup, graphs_per_group = STRUCTURAL_GRAPHS.get(key, (3, 2))
+    graphs_after_warmup = None
     out = []
     for step in range(steps):
         _schedule(opt, initial, step)
         take_step(opt, params, lambda: problem.loss(params), drop=(0,) if step == 2 else ())
         out.append([p.detach().clone() for p in params])
-        if step == 3 and path.get("fused"):
+        if step == warmup and path.get("fused"):
             graphs_after_warmup = counters["stats"]["unique_graphs"]
     if path.get("fused"):
-        assert counters["stats"]["unique_graphs"] == graphs_after_warmup, f"{key}: recompiled after step 3"
-        # Per group: one graph for all its parameters, one for the step without parameter 0's gradient.
-        assert 1 <= counters["stats"]["unique_graphs"] <= 2 * len(opt.param_groups), dict(counters["stats"])
+        if graphs_after_warmup is not None:
+            assert counters["stats"]["unique_graphs"] == graphs_after_warmup, f"{key}: recompiled after step {warmup}"
+        # Per fusing group: one graph for all its parameters, one for the step without parameter 0's
+        # gradient. A group whose update is not an elementwise pass (``fused_applies``: NormalizedSD's
+        # l1 step, projected GaLore groups) keeps its own path and compiles nothing.
+        fusing = sum(bool(opt.fused_applies(group)) for group in opt.param_groups)  # type: ignore[attr-defined]
+        graphs = counters["stats"]["unique_graphs"]
+        assert min(fusing, 1) <= graphs <= graphs_per_group * fusing, dict(counters["stats"])
     return out
 
 
@@ -134,7 +175,7 @@ def test_fused_matches_per_tensor_float64_without_recompiles(key: str, variant: 
     expected = _trajectory(key, kwargs, torch.float64, 50, foreach=False)
     counters.clear()
     actual = _trajectory(key, kwargs, torch.float64, 50, fused=True)
-    _assert_close(expected, actual, rtol=1e-12, atol=1e-14)
+    _assert_close(expected, actual, rtol=FLOAT64_RTOL.get(key, 1e-12), atol=1e-14)
 
 
 @pytest.mark.parametrize("key", FUSED_KEYS)
@@ -193,6 +234,10 @@ def test_fused_and_foreach_true_together_raise() -> None:
     opt = steepest.Lion(make_params(), fused=True)
     with pytest.raises(ValueError, match="fused=True and foreach=True"):
         opt.add_param_group({"params": [torch.nn.Parameter(torch.ones(2))], "foreach": True})
+
+
+def test_every_other_optimizer_offers_the_fused_path() -> None:
+    assert sorted(set(REGISTRY) - set(FUSED_KEYS)) == sorted(NOT_FUSED)
 
 
 def test_fused_is_a_hyperparameter_of_exactly_the_fused_optimizers() -> None:
@@ -312,3 +357,41 @@ def test_small_tensors_take_the_foreach_path_inside_a_fused_step(key: str, monke
     actual = _trajectory(key, kwargs, torch.float64, 6, fused=True)
     _assert_close(expected, actual, rtol=1e-12, atol=1e-14)
     assert seen and set(seen) == {sizes[-1]}, seen
+
+
+def test_sophia_g_fused_matches_per_tensor_with_hessian_refreshes() -> None:
+    """The matrix never refreshes Sophia-G's ``h`` (it stays 0, every ratio clips); here it does."""
+    problem = SumOfQuadratics()
+    runs = []
+    for path in ({"foreach": False}, {"fused": True}):
+        params = make_params(torch.float64)
+        opt = steepest.SophiaG(params, lr=0.05, rho=0.05, bs=4, weight_decay=0.1, **path)
+        for step in range(8):
+            take_step(opt, params, lambda params=params: problem.loss(params))
+            if step % 2 == 0:
+                opt.update_hessian()  # the current gradients stand in for sampled-label ones
+        assert all(bool((opt.state[p]["hessian"] > 0).any()) for p in params if p.numel())
+        runs.append([p.detach().clone() for p in params])
+    _assert_close([runs[0]], [runs[1]], rtol=1e-12, atol=1e-14)
+
+
+@pytest.mark.parametrize("norm", ["l2", "linf"])
+def test_normalized_sd_fused_keeps_the_zero_and_nan_gradient_rules(norm: str) -> None:
+    """No move for a zero gradient (the eager path's host branch), NaN spreads as eagerly."""
+    for fill, expect in ((0.0, "unchanged"), (math.nan, "nan")):
+        results = []
+        for path in ({"foreach": False}, {"fused": True}):
+            params = make_params(torch.float64)
+            before = [p.detach().clone() for p in params]
+            opt = steepest.NormalizedSD(params, lr=0.1, norm=norm, dual_scaled=norm == "linf", **path)
+            for p in params:
+                p.grad = torch.zeros_like(p)
+            params[0].grad[0] = fill
+            opt.step()
+            results.append([p.detach().clone() for p in params])
+        for eager, fused in zip(*results, strict=True):
+            torch.testing.assert_close(fused, eager, rtol=1e-12, atol=1e-14, equal_nan=True)
+        if expect == "unchanged":
+            assert all(torch.equal(a, b) for a, b in zip(results[1], before, strict=True))
+        else:
+            assert all(bool(torch.isnan(p).all()) for p in results[1] if p.numel())

@@ -226,6 +226,11 @@ class SteepestOptimizer(StateSpecMixin, Optimizer, metaclass=ABCMeta):
     #: because it needs a statistic over the group first (a norm, a maximum).
     foreach_whole_group: ClassVar[bool] = False
     _real_hyperparameters: ClassVar[frozenset[str]] = frozenset()
+    #: Real hyperparameters the fused path bakes into its compiled graph as constants instead of
+    #: passing them as tensors: exponents, where a constant lets inductor emit the cheap kernel
+    #: (``x ** 1`` is ``x``, ``x ** 0.5`` a square root) and a tensor one costs a ``pow`` per
+    #: element. Changing one recompiles; schedulers do not touch them.
+    fused_constant_hyperparameters: ClassVar[frozenset[str]] = frozenset()
     #: Why this optimizer cannot update DTensor parameters (FSDP2 ``fully_shard``), or None when it can.
     #: Said as what it needs, e.g. "full gradient matrices for its SVD projector".
     dtensor_refusal: ClassVar[str | None] = None

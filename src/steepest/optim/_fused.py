@@ -11,7 +11,8 @@ Hyperparameters travel as tensors. Every float in the param group (``lr``, each 
 ``betas``, ``weight_decay``, ``eps``, ...) is replaced by a 0-dim tensor on the bucket's device,
 refreshed in place each step from the group (:class:`HyperparameterTensors`). The compiled graph
 takes them as inputs, so a scheduler that changes them every step triggers no recompilation. Only
-non-float entries (booleans, strings, integers) are baked into the graph; changing one recompiles.
+non-float entries (booleans, strings, integers) and an optimizer's ``fused_constant_hyperparameters``
+(exponents) are baked into the graph; changing one recompiles.
 The per-tensor updates are written so that every scalar may be a float or a 0-dim tensor (see
 the ``Scalar`` helpers in :mod:`steepest.optim._functional`); in the eager per-tensor path they are
 floats, as before.
@@ -131,15 +132,21 @@ class HyperparameterTensors:
         float_names: frozenset[str],
         device: torch.device,
         dtype: torch.dtype,
+        constant_names: frozenset[str] = frozenset(),
     ) -> dict[str, Any]:
         """A copy of ``group`` without its parameters, real-valued hyperparameters as 0-dim tensors.
 
         ``float_names`` are the hyperparameters whose rule admits any real number (``lr=1`` is an
         int but schedulers make it a float); integers under other names (counts, intervals) stay.
+        ``constant_names`` stay as they are, constants of the compiled graph
+        (``fused_constant_hyperparameters``).
         """
         view: dict[str, Any] = {}
         for name, value in group.items():
             if name in ("params", "param_names"):
+                continue
+            if name in constant_names:
+                view[name] = value
                 continue
             if _is_real(value, name in float_names):
                 view[name] = self._scalar(index, name, 0, value, device, dtype)
@@ -228,7 +235,14 @@ def fused_update(
         _disable(optimizer, "torch.compile is not supported on this Python/platform")
         return False
     hyper = optimizer.__dict__.setdefault("_fused_hyperparameters", HyperparameterTensors())
-    view = hyper.group_view(index, group, optimizer.real_hyperparameters(), params[0].device, scalar_dtype_for(params))
+    view = hyper.group_view(
+        index,
+        group,
+        optimizer.real_hyperparameters(),
+        params[0].device,
+        scalar_dtype_for(params),
+        optimizer.fused_constant_hyperparameters,
+    )
     view.update(optimizer.fused_static_facts(group, params))
     try:
         compiled_update(type(optimizer))(optimizer, view, params, grads, writable_scalars(states))

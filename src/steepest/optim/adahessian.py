@@ -9,9 +9,16 @@ from typing import Any, ClassVar
 import torch
 from torch import Tensor
 
-from steepest.optim._base import ParamGroup
+from steepest.optim._base import Capabilities, ParamGroup
 from steepest.optim._curvature_base import HutchinsonOptimizer
-from steepest.optim._functional import bias_correction, increment_step, increment_steps
+from steepest.optim._functional import (
+    add_scaled_,
+    addcmul_scaled_,
+    bias_correction,
+    increment_step,
+    increment_steps,
+    materialized,
+)
 from steepest.optim._validation import Boolean, Integer, Interval, Rule
 
 
@@ -73,6 +80,9 @@ class AdaHessian(HutchinsonOptimizer):
             parameter's position), default 0.
         maximize: ascend the objective instead.
         foreach: use the ``torch._foreach_*`` path (``None``: yes).
+        fused: compile the update (:mod:`steepest.optim._fused`; ``None``: only for groups of
+            at least 2**24 elements). The Hessian-vector product stays eager; the compiled
+            update reads its estimate.
 
     Requirements: gradients with a graph, ``loss.backward(create_graph=True)`` (capability
     ``needs_create_graph``); a closure is optional and must follow the closure contract. Without
@@ -92,6 +102,8 @@ class AdaHessian(HutchinsonOptimizer):
 
     param_state = ("exp_avg", "exp_hessian_diag_sq")
     scalar_state = ("step",)
+    capabilities: ClassVar[Capabilities] = Capabilities(needs_create_graph=True, supports_fused=True)
+    fused_constant_hyperparameters = frozenset({"hessian_power"})
     hyperparameter_rules: ClassVar[Mapping[str, Rule]] = MappingProxyType(
         {
             "hessian_power": Interval(0.0, 1.0),
@@ -113,6 +125,7 @@ class AdaHessian(HutchinsonOptimizer):
         *,
         maximize: bool = False,
         foreach: bool | None = None,
+        fused: bool | None = None,
     ) -> None:
         super().__init__(
             params,
@@ -125,6 +138,7 @@ class AdaHessian(HutchinsonOptimizer):
             seed=seed,
             maximize=maximize,
             foreach=foreach,
+            fused=fused,
         )
 
     def _estimate_due(self, param: Tensor, group: ParamGroup) -> bool:
@@ -143,12 +157,12 @@ class AdaHessian(HutchinsonOptimizer):
             step = increment_step(state["step"])
             diag = self._curvature(param, group)
             exp_avg, exp_hess = state["exp_avg"], state["exp_hessian_diag_sq"]
-            exp_avg.mul_(beta1).add_(grad, alpha=1.0 - beta1)
-            exp_hess.mul_(beta2).addcmul_(diag, diag, value=1.0 - beta2)
+            add_scaled_(exp_avg.mul_(beta1), grad, 1.0 - beta1)
+            addcmul_scaled_(exp_hess.mul_(beta2), diag, diag, 1.0 - beta2)
             bc1, bc2 = bias_correction(beta1, step), bias_correction(beta2, step)
-            denom = exp_hess.sqrt().pow_(power).div_(bc2 ** (0.5 * power)).add_(eps)
-            update = (exp_avg / bc1).div_(denom).add_(param, alpha=wd)
-            param.add_(update, alpha=-lr)
+            denom = exp_hess.sqrt().pow_(power).div_(materialized(bc2 ** (0.5 * power))).add_(eps)
+            update = add_scaled_((exp_avg / bc1).div_(denom), param, wd)
+            add_scaled_(param, update, -lr)
 
     def _foreach_update(
         self, group: ParamGroup, params: list[Tensor], grads: list[Tensor], states: list[dict[str, Any]]

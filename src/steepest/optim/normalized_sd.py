@@ -11,10 +11,13 @@ from torch import Tensor
 
 from steepest.optim._base import Capabilities, ParamGroup, SteepestOptimizer, device_dtype_buckets
 from steepest.optim._functional import (
+    add_scaled_,
     decay_weights_,
     foreach_decay_weights_,
     foreach_nan_preserving_sign,
+    materialized,
     nan_preserving_sign,
+    norm_dtype,
     per_tensor_norms,
 )
 from steepest.optim._validation import Boolean, OneOf
@@ -119,9 +122,14 @@ class NormalizedSD(SteepestOptimizer):
             descent), default False.
         maximize: ascend the objective instead.
         foreach: use the ``torch._foreach_*`` path (``None``: yes).
+        fused: compile the update over the whole group (:mod:`steepest.optim._fused`; ``None``:
+            only for groups of at least 2**24 elements). The l2 and l_inf steps fuse, with the
+            dual norm kept on the device; the l1 step moves one coordinate, not an elementwise
+            pass, and keeps the foreach path.
 
     Requirements: gradients only; no closure. The norm couples all parameters of a group, so
-    the step reads one scalar from the device per group (for l1: the largest entry and its place).
+    the eager step reads one scalar from the device per group (for l1: the largest entry and
+    its place); the fused step reads none.
 
     Example:
         >>> import torch, steepest
@@ -138,7 +146,7 @@ class NormalizedSD(SteepestOptimizer):
         (tensor([0.4000, 1.0000]), tensor([-0.3000]))
     """
 
-    capabilities = Capabilities(global_statistic=True)
+    capabilities = Capabilities(global_statistic=True, supports_fused=True)
     foreach_whole_group = True
     hyperparameter_rules = MappingProxyType({"norm": OneOf(("l2", "linf", "l1")), "dual_scaled": Boolean()})
 
@@ -152,6 +160,7 @@ class NormalizedSD(SteepestOptimizer):
         dual_scaled: bool = False,
         maximize: bool = False,
         foreach: bool | None = None,
+        fused: bool | None = None,
     ) -> None:
         super().__init__(
             params,
@@ -161,12 +170,20 @@ class NormalizedSD(SteepestOptimizer):
             dual_scaled=dual_scaled,
             maximize=maximize,
             foreach=foreach,
+            fused=fused,
         )
+
+    def fused_applies(self, group: ParamGroup) -> bool:
+        """The l2 and l_inf steps are elementwise passes; the l1 step updates one coordinate."""
+        return bool(group["norm"] != "l1")
 
 
     def _single_tensor_update(
         self, group: ParamGroup, params: list[Tensor], grads: list[Tensor], states: list[dict[str, Any]]
     ) -> None:
+        if torch.compiler.is_compiling():
+            self._compiled_update(group, params, grads)
+            return
         lr, wd, norm, dual_scaled = group["lr"], group["weight_decay"], group["norm"], group["dual_scaled"]
         for param in params:
             decay_weights_(param, lr, wd)
@@ -192,6 +209,38 @@ class NormalizedSD(SteepestOptimizer):
         else:  # linf, dual-scaled: ||g||_1 * sign(g)
             for param, grad in zip(params, grads, strict=True):
                 param.add_(nan_preserving_sign(grad), alpha=-lr * dual)
+
+    @staticmethod
+    def _compiled_update(group: ParamGroup, params: list[Tensor], grads: list[Tensor]) -> None:
+        """The l2 and l_inf steps as tensor math, for the fused path: the dual norm stays on the device.
+
+        Same arithmetic as the eager loop (per-tensor norms combined in float64), with the host
+        branch on a zero norm replaced by a zero step size.
+        """
+        lr, wd, norm, dual_scaled = group["lr"], group["weight_decay"], group["norm"], group["dual_scaled"]
+        for param in params:
+            decay_weights_(param, lr, wd)
+        if norm == "l2" and dual_scaled:
+            for param, grad in zip(params, grads, strict=True):
+                add_scaled_(param, grad, -lr)
+            return
+        if norm == "linf" and not dual_scaled:
+            for param, grad in zip(params, grads, strict=True):
+                add_scaled_(param, nan_preserving_sign(grad), -lr)
+            return
+        ord = _DUAL_ORD[norm]
+        norms = torch.stack(
+            [torch.linalg.vector_norm(g, ord, dtype=norm_dtype(g)).to(torch.float64).reshape(()) for g in grads]
+        )
+        if norm == "l2":  # g / ||g||_2, no move for a zero gradient (NaN and inf propagate as eagerly)
+            dual = torch.linalg.vector_norm(norms)
+            step = materialized(torch.where(dual == 0.0, torch.zeros_like(dual), -lr / dual))
+            for param, grad in zip(params, grads, strict=True):
+                param.add_(grad * step)
+        else:  # linf, dual-scaled: ||g||_1 * sign(g)
+            step = materialized(-lr * norms.sum())
+            for param, grad in zip(params, grads, strict=True):
+                param.add_(nan_preserving_sign(grad) * step)
 
     def _foreach_update(
         self, group: ParamGroup, params: list[Tensor], grads: list[Tensor], states: list[dict[str, Any]]

@@ -9,10 +9,17 @@ from typing import Any, ClassVar
 import torch
 from torch import Tensor
 
-from steepest.optim._base import ParamGroup, SteepestOptimizer
+from steepest.optim._base import Capabilities, ParamGroup, SteepestOptimizer
 from steepest.optim._curvature_base import HutchinsonOptimizer
 from steepest.optim._estimators import PROBES, GaussNewtonBartlett, sampled_cross_entropy
-from steepest.optim._functional import decay_weights_, foreach_decay_weights_, increment_step
+from steepest.optim._functional import (
+    add_scaled_,
+    addcmul_scaled_,
+    decay_weights_,
+    foreach_decay_weights_,
+    increment_step,
+    materialized,
+)
 from steepest.optim._validation import POSITIVE, Integer, OneOf, Rule
 
 __all__ = ["SophiaG", "SophiaH", "sampled_cross_entropy"]
@@ -56,6 +63,9 @@ class SophiaH(HutchinsonOptimizer):
         seed: seeds the probe generators, default 0.
         maximize: ascend the objective instead.
         foreach: use the ``torch._foreach_*`` path (``None``: yes).
+        fused: compile the update (:mod:`steepest.optim._fused`; ``None``: only for groups of
+            at least 2**24 elements). The Hessian-vector product stays eager; the update reads its
+            estimate, so a step with an estimate and a step without are two compiled graphs.
 
     Requirements: gradients with a graph (``loss.backward(create_graph=True)``, capability
     ``needs_create_graph``) on steps where an estimate is due; ``step`` raises ``RuntimeError``
@@ -75,6 +85,7 @@ class SophiaH(HutchinsonOptimizer):
     param_state = ("exp_avg", "hessian")
     scalar_state = ("step",)
     probe_distribution = None
+    capabilities: ClassVar[Capabilities] = Capabilities(needs_create_graph=True, supports_fused=True)
     hyperparameter_rules: ClassVar[Mapping[str, Rule]] = MappingProxyType(
         {"rho": POSITIVE, "update_period": Integer(1), "probe": OneOf(PROBES), "seed": Integer(0)}
     )
@@ -93,6 +104,7 @@ class SophiaH(HutchinsonOptimizer):
         *,
         maximize: bool = False,
         foreach: bool | None = None,
+        fused: bool | None = None,
     ) -> None:
         super().__init__(
             params,
@@ -106,6 +118,7 @@ class SophiaH(HutchinsonOptimizer):
             seed=seed,
             maximize=maximize,
             foreach=foreach,
+            fused=fused,
         )
 
     def _estimate_due(self, param: Tensor, group: ParamGroup) -> bool:
@@ -125,13 +138,13 @@ class SophiaH(HutchinsonOptimizer):
         for param, grad, state in zip(params, grads, states, strict=True):
             increment_step(state["step"])
             exp_avg, hessian = state["exp_avg"], state["hessian"]
-            exp_avg.mul_(beta1).add_(grad, alpha=1.0 - beta1)
+            add_scaled_(exp_avg.mul_(beta1), grad, 1.0 - beta1)
             estimate = self._fresh_estimate(param, group)
             if estimate is not None:
-                hessian.mul_(beta2).add_(estimate, alpha=1.0 - beta2)
+                add_scaled_(hessian.mul_(beta2), estimate, 1.0 - beta2)
             decay_weights_(param, lr, wd)
-            ratio = exp_avg / (hessian * rho).clamp_(min=eps)
-            param.add_(ratio.clamp_(-1.0, 1.0), alpha=-lr)
+            ratio = exp_avg / (hessian * materialized(rho)).clamp_(min=eps)
+            add_scaled_(param, ratio.clamp_(-1.0, 1.0), -lr)
 
     def _foreach_update(
         self, group: ParamGroup, params: list[Tensor], grads: list[Tensor], states: list[dict[str, Any]]
@@ -200,6 +213,9 @@ class SophiaG(SteepestOptimizer):
         update_period: :math:`k` for ``step(..., hessian_closure=...)``, default 10 (official).
         maximize: ascend the objective instead.
         foreach: use the ``torch._foreach_*`` path (``None``: yes).
+        fused: compile the step's update (:mod:`steepest.optim._fused`; ``None``: only for
+            groups of at least 2**24 elements). :meth:`update_hessian` stays eager (one
+            multiply-add every ``update_period`` steps).
 
     Requirements: plain gradients (no graph, no closure) for :meth:`step`; a closure computing
     the sampled-label loss for :meth:`update_hessian`.
@@ -224,6 +240,7 @@ class SophiaG(SteepestOptimizer):
         True
     """
 
+    capabilities = Capabilities(supports_fused=True)
     param_state = ("exp_avg", "hessian")
     scalar_state = ("step",)
     hyperparameter_rules: ClassVar[Mapping[str, Rule]] = MappingProxyType(
@@ -242,6 +259,7 @@ class SophiaG(SteepestOptimizer):
         *,
         maximize: bool = False,
         foreach: bool | None = None,
+        fused: bool | None = None,
     ) -> None:
         super().__init__(
             params,
@@ -253,6 +271,7 @@ class SophiaG(SteepestOptimizer):
             update_period=update_period,
             maximize=maximize,
             foreach=foreach,
+            fused=fused,
         )
         self._estimator = GaussNewtonBartlett()
 
@@ -318,9 +337,9 @@ class SophiaG(SteepestOptimizer):
             increment_step(state["step"])
             exp_avg = state["exp_avg"]
             decay_weights_(param, lr, wd)
-            exp_avg.mul_(beta1).add_(grad, alpha=1.0 - beta1)
-            ratio = (exp_avg.abs() / (state["hessian"] * (rho * bs) + 1e-15)).clamp_(max=1.0)
-            param.addcmul_(exp_avg.sign(), ratio, value=-lr)
+            add_scaled_(exp_avg.mul_(beta1), grad, 1.0 - beta1)
+            ratio = (exp_avg.abs() / (state["hessian"] * materialized(rho * bs) + 1e-15)).clamp_(max=1.0)
+            addcmul_scaled_(param, exp_avg.sign(), ratio, -lr)
 
     def _foreach_update(
         self, group: ParamGroup, params: list[Tensor], grads: list[Tensor], states: list[dict[str, Any]]
