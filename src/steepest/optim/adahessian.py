@@ -148,6 +148,16 @@ class AdaHessian(HutchinsonOptimizer):
         _, product = self._hessian[param]
         return spatial_average(product.abs(), group["average_conv_kernel"])
 
+    def _curvature_for_square(self, param: Tensor, group: ParamGroup) -> Tensor:
+        """A tensor whose square is ``_curvature(param) ** 2``: ``Hz`` itself where nothing is averaged.
+
+        ``|Hz|^2 = (Hz)^2`` exactly, so the foreach path skips the parameter-sized ``abs`` temporary.
+        """
+        _, product = self._hessian[param]
+        if product.dim() <= 2 or not group["average_conv_kernel"]:
+            return product
+        return self._curvature(param, group)
+
     def _single_tensor_update(
         self, group: ParamGroup, params: list[Tensor], grads: list[Tensor], states: list[dict[str, Any]]
     ) -> None:
@@ -172,16 +182,20 @@ class AdaHessian(HutchinsonOptimizer):
         exp_avgs = [s["exp_avg"] for s in states]
         exp_hess = [s["exp_hessian_diag_sq"] for s in states]
         steps = increment_steps([s["step"] for s in states])
-        diags = [self._curvature(p, group) for p in params]
+        diags = [self._curvature_for_square(p, group) for p in params]
         torch._foreach_mul_(exp_avgs, beta1)
         torch._foreach_add_(exp_avgs, grads, alpha=1.0 - beta1)
         torch._foreach_mul_(exp_hess, beta2)
         torch._foreach_addcmul_(exp_hess, diags, diags, value=1.0 - beta2)
-        denom = torch._foreach_sqrt(exp_hess)
-        torch._foreach_pow_(denom, power)
-        torch._foreach_div_(denom, [bias_correction(beta2, s) ** (0.5 * power) for s in steps])
-        torch._foreach_add_(denom, eps)
-        update = torch._foreach_div(exp_avgs, [bias_correction(beta1, s) for s in steps])
-        torch._foreach_div_(update, denom)
+        # One temporary list: the denominator, turned in place into the update
+        # m / (bc1 * denom) + wd * p (m / bc1 / denom taken as m * (1 / denom) / bc1). A second
+        # parameter-sized list is fresh memory to fault in every step on CPU.
+        update = torch._foreach_sqrt(exp_hess)
+        torch._foreach_pow_(update, power)
+        torch._foreach_div_(update, [bias_correction(beta2, s) ** (0.5 * power) for s in steps])
+        torch._foreach_add_(update, eps)
+        torch._foreach_reciprocal_(update)
+        torch._foreach_mul_(update, exp_avgs)
+        torch._foreach_div_(update, [bias_correction(beta1, s) for s in steps])
         torch._foreach_add_(update, params, alpha=wd)
         torch._foreach_add_(params, update, alpha=-lr)
