@@ -211,6 +211,41 @@ def test_foreach_matches_per_tensor(key: str, variant: int) -> None:
             torch.testing.assert_close(m, s, rtol=1e-12, atol=1e-14)
 
 
+def test_foreach_chunks_are_byte_bounded_on_cpu(monkeypatch: pytest.MonkeyPatch) -> None:
+    from steepest.optim import _base
+
+    monkeypatch.setattr(_base, "FOREACH_CPU_CHUNK_BYTES", 100)
+    tensors = [torch.zeros(n) for n in (10, 10, 30, 5, 5, 5)]  # 40, 40, 120, 20, 20, 20 bytes
+    states: list[dict[str, Any]] = [{} for _ in tensors]
+    chunks = _base.foreach_chunks(tensors, tensors, states)
+    assert [[t.numel() for t in params] for params, _, _ in chunks] == [[10, 10], [30], [5, 5, 5]]
+    assert all(len(p) == len(g) == len(st) for p, g, st in chunks)
+    meta = [torch.zeros(40, device="meta") for _ in range(3)]  # not CPU: one chunk
+    assert len(_base.foreach_chunks(meta, meta, [{} for _ in meta])) == 1
+
+
+@pytest.mark.parametrize("key", KEYS)
+def test_foreach_in_chunks_matches_per_tensor(key: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The CPU foreach path split into chunks (every tensor its own here) keeps the trajectory."""
+    from steepest.optim import _base
+
+    monkeypatch.setattr(_base, "FOREACH_CPU_CHUNK_BYTES", 1)
+    problem = SumOfQuadratics()
+    kwargs = _spec(key).variants[0]
+    trajectories = []
+    for foreach in (False, True):
+        params = make_params(torch.float64)
+        opt = _build(key, params, **kwargs, foreach=foreach)
+        trajectory = []
+        for step in range(4):
+            _step_without(opt, params, problem, (0,) if step == 1 else ())
+            trajectory.append([p.detach().clone() for p in params])
+        trajectories.append(trajectory)
+    for single, multi in zip(*trajectories, strict=True):
+        for s, m in zip(single, multi, strict=True):
+            torch.testing.assert_close(m, s, rtol=1e-12, atol=1e-14)
+
+
 @pytest.mark.parametrize("key", KEYS)
 def test_lr_zero_group_does_not_move(key: str) -> None:
     problem = SumOfQuadratics()

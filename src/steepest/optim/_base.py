@@ -469,8 +469,9 @@ class SteepestOptimizer(StateSpecMixin, Optimizer, metaclass=ABCMeta):
         if self.foreach_whole_group:
             self._foreach_update(group, params, grads, states)
             return
-        for bucket_params, bucket_grads, bucket_states in device_dtype_buckets(params, grads, states):
-            self._foreach_update(group, bucket_params, bucket_grads, bucket_states)
+        for bucket in device_dtype_buckets(params, grads, states):
+            for bucket_params, bucket_grads, bucket_states in foreach_chunks(*bucket):
+                self._foreach_update(group, bucket_params, bucket_grads, bucket_states)
 
     def _single_tensor_update(
         self, group: ParamGroup, params: list[Tensor], grads: list[Tensor], states: list[dict[str, Any]]
@@ -505,6 +506,38 @@ def _check_paths(owner: str, capabilities: Capabilities, hyperparameters: Mappin
         raise ValueError(f"{owner}: foreach=True is not supported by this optimizer")
     if hyperparameters.get("fused") and hyperparameters.get("foreach"):
         raise ValueError(f"{owner}: fused=True and foreach=True cannot both be set")
+
+
+#: On CPU a foreach update is run over chunks of a bucket holding at most this many bytes of
+#: parameters (a larger tensor forms a chunk of its own). A foreach op allocates its result for
+#: every tensor of the list at once; glibc hands allocations above its mmap threshold (dynamic, at
+#: most 32 MiB) back to the kernel when they are freed and trims more than twice that from the top
+#: of the heap, so whole-model temporaries are fresh pages, faulted in again every step. Small
+#: chunks keep a step's temporaries within what the allocator reuses, as the per-tensor loop does.
+#: Measured on the 24.2M benchmark model (2 threads, benchmarks/step_time.py), foreach step
+#: unchunked -> 16 MiB -> 8 MiB chunks: Lion 45.9 -> 28.8 -> 25.6 ms, AdaBelief 83 -> 41 -> 39 ms,
+#: SignSGD 34.6 -> 15.1 ms (16 MiB), GaLore's AdamW 107 -> 44 ms (16 MiB); 32 MiB was slower
+#: than 16. (With glibc told to keep freed memory, ``MALLOC_TRIM_THRESHOLD_``, the unchunked Lion
+#: step took 20.0 ms: the cost was page faults.) CUDA's caching allocator reuses memory: no chunks.
+FOREACH_CPU_CHUNK_BYTES = 8 << 20
+
+
+def foreach_chunks(
+    params: list[Tensor], grads: list[Tensor], states: list[dict[str, Any]]
+) -> list[tuple[list[Tensor], list[Tensor], list[dict[str, Any]]]]:
+    """One (device, dtype) bucket split for the foreach path: byte-bounded chunks on CPU, whole elsewhere."""
+    if not params or params[0].device.type != "cpu":
+        return [(params, grads, states)]
+    chunks: list[tuple[list[Tensor], list[Tensor], list[dict[str, Any]]]] = []
+    start, size = 0, 0
+    for i, param in enumerate(params):
+        nbytes = param.nbytes  # a property: no call into torch per parameter
+        if i > start and size + nbytes > FOREACH_CPU_CHUNK_BYTES:
+            chunks.append((params[start:i], grads[start:i], states[start:i]))
+            start, size = i, 0
+        size += nbytes
+    chunks.append((params[start:], grads[start:], states[start:]))
+    return chunks
 
 
 def device_dtype_buckets(
