@@ -150,6 +150,12 @@ def _timed(fn: Callable[[], object]) -> float:
     return time.perf_counter() - start
 
 
+def needs_closure(key: str) -> bool:
+    """Whether a step of ``key`` needs a closure (line searches, zeroth-order methods): no plain step to time."""
+    capabilities = REGISTRY[key].capabilities
+    return bool(capabilities.requires_closure or capabilities.gradient_free)
+
+
 def supports_path(key: str, path: str) -> bool:
     """Whether optimizer ``key`` has ``path``."""
     entry = REGISTRY[key]
@@ -282,6 +288,14 @@ def main(argv: list[str] | None = None) -> int:
     )
 
     keys = args.only or [k for k in REGISTRY if k not in CURVATURE_KEYS]
+    untimed = [k for k in keys if k in CURVATURE_KEYS or needs_closure(k)]
+    if untimed:
+        print(
+            f"# not timed here: {', '.join(untimed)} (a step re-evaluates the loss, or needs a model for "
+            "Hessian-vector products: benchmarks/curvature_cost.py, zo_memory.py and the benchmark suite "
+            "measure them)"
+        )
+        keys = [k for k in keys if k not in untimed]
     header = (
         f"{'optimizer':<14} {'path':<10} {'first s':>7} {'2nd ms':>8} {'step ms: median [min, max]':>30} "
         f"{'/AdamW-foreach':>18} {'/AdamW-fused':>18} {'MB':>5} {'GB/s':>5} {'/floor':>18} {'busy':>5}"
