@@ -211,10 +211,18 @@ def measure(
     path: str,
     names: list[str],
     params: list[torch.nn.Parameter],
+    grads: list[torch.Tensor],
     repeats: int,
     probe: InplaceBandwidthProbe,
 ) -> Row:
-    """Alternate ``repeats`` rounds: a bandwidth sample, an AdamW-foreach, an AdamW-fused and a ``key`` step."""
+    """Alternate ``repeats`` rounds: a bandwidth sample, an AdamW-foreach, an AdamW-fused and a ``key`` step.
+
+    ``grads`` are the gradients every row starts from: BlockLLM freezes the blocks it does not
+    select (``requires_grad`` off, ``grad`` None), which must not carry over to the next row.
+    """
+    for p, g in zip(params, grads, strict=True):
+        p.requires_grad_(True)
+        p.grad = g
     references = [torch.optim.AdamW(params, lr=1e-4, foreach=True), torch.optim.AdamW(params, lr=1e-4, fused=True)]
     opt = build(key, path, names, params)
     step = update_only_step(opt) if key in UPDATE_ONLY_KEYS else opt.step
@@ -270,8 +278,7 @@ def main(argv: list[str] | None = None) -> int:
     named_shapes = transformer_shapes(layers=args.layers)
     names = [name for name, _ in named_shapes]
     params = [torch.nn.Parameter(torch.randn(shape) * 0.02) for _, shape in named_shapes]
-    for p in params:
-        p.grad = torch.randn(p.shape) * 1e-3
+    grads = [torch.randn(p.shape) * 1e-3 for p in params]
     n = sum(p.numel() for p in params)
     print(
         f"# {n / 1e6:.1f}M parameters in {len(params)} tensors, float32, {args.threads} threads, "
@@ -308,7 +315,7 @@ def main(argv: list[str] | None = None) -> int:
         for path in args.paths:
             if not supports_path(key, path):
                 continue
-            row = measure(key, path, names, params, args.repeats, probe)
+            row = measure(key, path, names, params, grads, args.repeats, probe)
             floor = row.vs_floor.median
             flag = "" if row.elementwise else "  (not elementwise)"
             if key in UPDATE_ONLY_KEYS:
