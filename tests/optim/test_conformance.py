@@ -192,16 +192,15 @@ def test_init_state_creates_the_state_of_a_first_step(key: str, variant: int) ->
     _assert_same_state(snapshot, _state_snapshot(fresh))
 
 
-@pytest.mark.parametrize(("key", "variant"), _variants())
-def test_foreach_matches_per_tensor(key: str, variant: int) -> None:
+def _assert_foreach_matches_per_tensor(key: str, kwargs: dict[str, Any], steps: int = 6) -> None:
+    """Per-tensor and foreach runs from the same start, parameter 0 without a gradient at step 2."""
     problem = SumOfQuadratics()
-    kwargs = _spec(key).variants[variant]
     trajectories = []
     for foreach in (False, True):
         params = make_params(torch.float64)
         opt = _build(key, params, **kwargs, foreach=foreach)
         trajectory = []
-        for step in range(6):
+        for step in range(steps):
             # A parameter without a gradient in the middle of the run.
             _step_without(opt, params, problem, (0,) if step == 2 else ())
             trajectory.append([p.detach().clone() for p in params])
@@ -209,6 +208,11 @@ def test_foreach_matches_per_tensor(key: str, variant: int) -> None:
     for single, multi in zip(*trajectories, strict=True):
         for s, m in zip(single, multi, strict=True):
             torch.testing.assert_close(m, s, rtol=1e-12, atol=1e-14)
+
+
+@pytest.mark.parametrize(("key", "variant"), _variants())
+def test_foreach_matches_per_tensor(key: str, variant: int) -> None:
+    _assert_foreach_matches_per_tensor(key, _spec(key).variants[variant])
 
 
 def test_foreach_chunks_are_byte_bounded_on_cpu(monkeypatch: pytest.MonkeyPatch) -> None:
@@ -230,20 +234,7 @@ def test_foreach_in_chunks_matches_per_tensor(key: str, monkeypatch: pytest.Monk
     from steepest.optim import _base
 
     monkeypatch.setattr(_base, "FOREACH_CPU_CHUNK_BYTES", 1)
-    problem = SumOfQuadratics()
-    kwargs = _spec(key).variants[0]
-    trajectories = []
-    for foreach in (False, True):
-        params = make_params(torch.float64)
-        opt = _build(key, params, **kwargs, foreach=foreach)
-        trajectory = []
-        for step in range(4):
-            _step_without(opt, params, problem, (0,) if step == 1 else ())
-            trajectory.append([p.detach().clone() for p in params])
-        trajectories.append(trajectory)
-    for single, multi in zip(*trajectories, strict=True):
-        for s, m in zip(single, multi, strict=True):
-            torch.testing.assert_close(m, s, rtol=1e-12, atol=1e-14)
+    _assert_foreach_matches_per_tensor(key, _spec(key).variants[0], steps=4)
 
 
 @pytest.mark.parametrize("key", KEYS)
