@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Mapping
+from dataclasses import replace
 from types import MappingProxyType
 from typing import Any, ClassVar
 
@@ -102,7 +103,7 @@ class AdaHessian(HutchinsonOptimizer):
 
     param_state = ("exp_avg", "exp_hessian_diag_sq")
     scalar_state = ("step",)
-    capabilities: ClassVar[Capabilities] = Capabilities(needs_create_graph=True, supports_fused=True)
+    capabilities: ClassVar[Capabilities] = replace(HutchinsonOptimizer.capabilities, supports_fused=True)
     fused_constant_hyperparameters = frozenset({"hessian_power"})
     hyperparameter_rules: ClassVar[Mapping[str, Rule]] = MappingProxyType(
         {

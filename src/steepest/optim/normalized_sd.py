@@ -177,7 +177,6 @@ class NormalizedSD(SteepestOptimizer):
         """The l2 and l_inf steps are elementwise passes; the l1 step updates one coordinate."""
         return bool(group["norm"] != "l1")
 
-
     def _single_tensor_update(
         self, group: ParamGroup, params: list[Tensor], grads: list[Tensor], states: list[dict[str, Any]]
     ) -> None:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Callable, Mapping
+from dataclasses import replace
 from types import MappingProxyType
 from typing import Any, ClassVar
 
@@ -85,7 +86,7 @@ class SophiaH(HutchinsonOptimizer):
     param_state = ("exp_avg", "hessian")
     scalar_state = ("step",)
     probe_distribution = None
-    capabilities: ClassVar[Capabilities] = Capabilities(needs_create_graph=True, supports_fused=True)
+    capabilities: ClassVar[Capabilities] = replace(HutchinsonOptimizer.capabilities, supports_fused=True)
     hyperparameter_rules: ClassVar[Mapping[str, Rule]] = MappingProxyType(
         {"rho": POSITIVE, "update_period": Integer(1), "probe": OneOf(PROBES), "seed": Integer(0)}
     )
