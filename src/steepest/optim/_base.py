@@ -456,22 +456,32 @@ class SteepestOptimizer(StateSpecMixin, Optimizer, metaclass=ABCMeta):
             else:
                 buckets, small = _fused.split_small_tensors(device_dtype_buckets(params, grads, states))
                 for rest in small:  # foreach unless the user asked for the loop (foreach=False)
-                    (self._foreach_update if self._use_foreach(group) else self._single_tensor_update)(group, *rest)
+                    if self._use_foreach(group):
+                        self._foreach_bucket(group, *rest)
+                    else:
+                        self._single_tensor_update(group, *rest)
             for done, (bucket_params, bucket_grads, bucket_states) in enumerate(buckets):
                 if not _fused.fused_update(self, index, group, bucket_params, bucket_grads, bucket_states):
                     for rest in buckets[done:]:
-                        self._foreach_update(group, *rest)
+                        self._foreach_bucket(group, *rest)
                     return
             return
         if not self._use_foreach(group):
             self._single_tensor_update(group, params, grads, states)
             return
+        buckets = [(params, grads, states)] if self.foreach_whole_group else device_dtype_buckets(params, grads, states)
+        for bucket in buckets:
+            self._foreach_bucket(group, *bucket)
+
+    def _foreach_bucket(
+        self, group: ParamGroup, params: list[Tensor], grads: list[Tensor], states: list[dict[str, Any]]
+    ) -> None:
+        """The foreach path on one bucket: in :func:`foreach_chunks` unless the update spans the whole group."""
         if self.foreach_whole_group:
             self._foreach_update(group, params, grads, states)
             return
-        for bucket in device_dtype_buckets(params, grads, states):
-            for bucket_params, bucket_grads, bucket_states in foreach_chunks(*bucket):
-                self._foreach_update(group, bucket_params, bucket_grads, bucket_states)
+        for chunk_params, chunk_grads, chunk_states in foreach_chunks(params, grads, states):
+            self._foreach_update(group, chunk_params, chunk_grads, chunk_states)
 
     def _single_tensor_update(
         self, group: ParamGroup, params: list[Tensor], grads: list[Tensor], states: list[dict[str, Any]]
