@@ -58,36 +58,51 @@ class Timing:
         return f"{self.median * 1e3:8.2f} [{self.low * 1e3:.2f}, {self.high * 1e3:.2f}]"
 
 
-def time_calls(fn: Callable[[], object], repeats: int, warmup: int = 2) -> Timing:
-    """Time ``fn`` ``repeats`` times after ``warmup`` calls."""
+def synchronize(device: torch.device | str = "cpu") -> None:
+    """Wait for the work queued on ``device`` (a no-op on the CPU, where calls return when done)."""
+    device = torch.device(device)
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+def timed(fn: Callable[[], object], device: torch.device | str = "cpu") -> float:
+    """Seconds one call of ``fn`` takes, including the device work it queued (synchronized before and after)."""
+    synchronize(device)
+    start = time.perf_counter()
+    fn()
+    synchronize(device)
+    return time.perf_counter() - start
+
+
+def time_calls(fn: Callable[[], object], repeats: int, warmup: int = 2, device: torch.device | str = "cpu") -> Timing:
+    """Time ``fn`` ``repeats`` times after ``warmup`` calls (device work included, see :func:`timed`)."""
     for _ in range(warmup):
         fn()
-    samples = []
-    for _ in range(repeats):
-        start = time.perf_counter()
-        fn()
-        samples.append(time.perf_counter() - start)
-    return Timing.of(samples)
+    return Timing.of([timed(fn, device) for _ in range(repeats)])
 
 
-def copy_bandwidth(numel: int = 25_000_000, repeats: int = 9) -> tuple[float, Timing]:
+def copy_bandwidth(
+    numel: int = 25_000_000, repeats: int = 9, device: torch.device | str = "cpu"
+) -> tuple[float, Timing]:
     """Measured memory bandwidth of ``dst.copy_(src)`` in bytes/s (read + write counted)."""
-    src = torch.randn(numel)
+    src = torch.randn(numel, device=device)
     dst = torch.empty_like(src)
-    timing = time_calls(lambda: dst.copy_(src), repeats)
+    timing = time_calls(lambda: dst.copy_(src), repeats, device=device)
     return 2 * src.numel() * src.element_size() / timing.median, timing
 
 
-def inplace_bandwidth(numel: int = 25_000_000, repeats: int = 9) -> tuple[float, Timing]:
+def inplace_bandwidth(
+    numel: int = 25_000_000, repeats: int = 9, device: torch.device | str = "cpu"
+) -> tuple[float, Timing]:
     """Measured memory bandwidth of ``a.add_(b)`` in bytes/s (two reads and one write counted).
 
     The access pattern of an optimizer update: state is read and written in place, so written
     cache lines were just read and no extra read-for-ownership is paid, unlike ``copy_`` into a
     separate buffer (which measures about 2/3 of this on the 2-core machine).
     """
-    a = torch.randn(numel)
-    b = torch.randn(numel)
-    timing = time_calls(lambda: a.add_(b), repeats)
+    a = torch.randn(numel, device=device)
+    b = torch.randn(numel, device=device)
+    timing = time_calls(lambda: a.add_(b), repeats, device=device)
     return 3 * a.numel() * a.element_size() / timing.median, timing
 
 
@@ -100,15 +115,14 @@ class InplaceBandwidthProbe:
     than the effects being measured).
     """
 
-    def __init__(self, numel: int = 25_000_000) -> None:
-        self.a = torch.randn(numel)
-        self.b = torch.randn(numel)
+    def __init__(self, numel: int = 25_000_000, device: torch.device | str = "cpu") -> None:
+        self.device = torch.device(device)
+        self.a = torch.randn(numel, device=self.device)
+        self.b = torch.randn(numel, device=self.device)
         self.bytes = 3 * numel * self.a.element_size()
         for _ in range(2):  # fault the pages in
             self.a.add_(self.b)
 
     def sample(self) -> float:
         """Bytes per second of one in-place add (two reads and one write counted)."""
-        start = time.perf_counter()
-        self.a.add_(self.b)
-        return self.bytes / (time.perf_counter() - start)
+        return self.bytes / timed(lambda: self.a.add_(self.b), self.device)

@@ -29,8 +29,12 @@ Before each row the script waits for the machine to be idle (``/proc/stat``: und
 120 s) and prints the busy fraction it saw: another process on this 2-core machine slows a
 2-thread step up to 40x.
 
+With ``--device cuda`` parameters, gradients, state and the bandwidth probe live on the GPU and
+every timed call is synchronized before and after (``torch.cuda.synchronize``); the fused path
+compiles Triton kernels there. ``benchmarks/gpu_checks.sh`` runs that table and the CUDA tests.
+
 Run: ``python benchmarks/step_time.py [--threads 2] [--repeats 15] [--only KEY ...]
-[--paths per-tensor foreach fused]``.
+[--paths per-tensor foreach fused] [--device cpu|cuda]``.
 """
 
 from __future__ import annotations
@@ -39,7 +43,6 @@ import argparse
 import gc
 import statistics
 import sys
-import time
 from collections.abc import Callable
 from dataclasses import dataclass
 
@@ -49,7 +52,7 @@ import steepest
 from steepest.optim._registry import REGISTRY
 
 sys.path.insert(0, __file__.rsplit("/", 1)[0])
-from _machine import InplaceBandwidthProbe, Timing, copy_bandwidth, inplace_bandwidth, wait_for_idle
+from _machine import InplaceBandwidthProbe, Timing, copy_bandwidth, inplace_bandwidth, timed, wait_for_idle
 
 WIDTH, HEADS = 512, 8
 
@@ -144,12 +147,6 @@ class Row:
     elementwise: bool
 
 
-def _timed(fn: Callable[[], object]) -> float:
-    start = time.perf_counter()
-    fn()
-    return time.perf_counter() - start
-
-
 def needs_closure(key: str) -> bool:
     """Whether a step of ``key`` needs a closure (line searches, zeroth-order methods): no plain step to time."""
     capabilities = REGISTRY[key].capabilities
@@ -186,7 +183,10 @@ def update_only_step(opt: torch.optim.Optimizer) -> Callable[[], None]:
     """
     params = [p for group in opt.param_groups for p in group["params"]]
     gen = torch.Generator().manual_seed(0)
-    estimates = {p: (torch.rand(p.shape, generator=gen), torch.randn(p.shape, generator=gen)) for p in params}
+    estimates = {
+        p: (torch.rand(p.shape, generator=gen).to(p.device), torch.randn(p.shape, generator=gen).to(p.device))
+        for p in params
+    }
 
     @torch.no_grad()
     def step() -> None:
@@ -226,8 +226,9 @@ def measure(
     references = [torch.optim.AdamW(params, lr=1e-4, foreach=True), torch.optim.AdamW(params, lr=1e-4, fused=True)]
     opt = build(key, path, names, params)
     step = update_only_step(opt) if key in UPDATE_ONLY_KEYS else opt.step
-    first = _timed(step)
-    second = _timed(step)
+    device = params[0].device
+    first = timed(step, device)
+    second = timed(step, device)
     for reference in references:  # create state and warm up outside the timed region
         reference.step()
     traffic = state_traffic_bytes(key, opt)
@@ -237,9 +238,9 @@ def measure(
     bandwidths: list[float] = []
     for _ in range(repeats):
         bandwidths.append(probe.sample())
-        theirs[0].append(_timed(references[0].step))
-        theirs[1].append(_timed(references[1].step))
-        ours.append(_timed(step))
+        theirs[0].append(timed(references[0].step, device))
+        theirs[1].append(timed(references[1].step, device))
+        ours.append(timed(step, device))
     row = Row(
         key,
         path,
@@ -271,23 +272,28 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--only", nargs="*", default=None, help="registry keys to measure")
     parser.add_argument("--paths", nargs="*", default=list(PATHS), choices=PATHS)
     parser.add_argument("--layers", type=int, default=5, help="transformer layers (5: 24.2M parameters)")
+    parser.add_argument("--device", default="cpu", help="cpu (default) or cuda: where parameters, state and probe live")
     args = parser.parse_args(argv)
+    device = torch.device(args.device)
+    if device.type == "cuda" and not torch.cuda.is_available():
+        parser.error("--device cuda: torch sees no CUDA device here")
     torch.set_num_threads(args.threads)
     torch.manual_seed(0)
 
     named_shapes = transformer_shapes(layers=args.layers)
     names = [name for name, _ in named_shapes]
-    params = [torch.nn.Parameter(torch.randn(shape) * 0.02) for _, shape in named_shapes]
-    grads = [torch.randn(p.shape) * 1e-3 for p in params]
+    params = [torch.nn.Parameter(torch.randn(shape, device=device) * 0.02) for _, shape in named_shapes]
+    grads = [torch.randn(p.shape, device=device) * 1e-3 for p in params]
     n = sum(p.numel() for p in params)
+    where = torch.cuda.get_device_name(device) if device.type == "cuda" else f"CPU, {args.threads} threads"
     print(
-        f"# {n / 1e6:.1f}M parameters in {len(params)} tensors, float32, {args.threads} threads, "
+        f"# {n / 1e6:.1f}M parameters in {len(params)} tensors, float32, {where}, "
         f"torch {torch.__version__}, {args.repeats} alternated steps per row; each row waits for an idle "
         "machine first (busy = fraction of the machine used by others when the row started)"
     )
     wait_for_idle()
-    copy_bw, copy_timing = copy_bandwidth()
-    bandwidth, bw_timing = inplace_bandwidth()
+    copy_bw, copy_timing = copy_bandwidth(device=device)
+    bandwidth, bw_timing = inplace_bandwidth(device=device)
     print(
         f"# bandwidth at the start: in-place a.add_(b) {bandwidth / 1e9:.2f} GB/s ({bw_timing.ms()} ms for 300 MB; "
         "/floor uses a sample taken in every round instead); "
@@ -310,7 +316,7 @@ def main(argv: list[str] | None = None) -> int:
     print(header)
     print("-" * len(header))
     above = []
-    probe = InplaceBandwidthProbe()
+    probe = InplaceBandwidthProbe(device=device)
     for key in keys:
         for path in args.paths:
             if not supports_path(key, path):

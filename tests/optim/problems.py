@@ -11,10 +11,15 @@ from torch import Tensor
 SHAPES: tuple[tuple[int, ...], ...] = ((5, 4), (4,), (0, 3), (3, 2, 2))
 
 
-def make_params(dtype: torch.dtype = torch.float64, seed: int = 0) -> list[torch.nn.Parameter]:
-    """A 2-D, 1-D, zero-size and 3-D parameter, deterministic."""
+def make_params(
+    dtype: torch.dtype = torch.float64, seed: int = 0, device: torch.device | str = "cpu"
+) -> list[torch.nn.Parameter]:
+    """A 2-D, 1-D, zero-size and 3-D parameter, deterministic (the same values on every device)."""
     gen = torch.Generator().manual_seed(seed)
-    return [torch.nn.Parameter(torch.randn(s, generator=gen, dtype=torch.float64).to(dtype)) for s in SHAPES]
+    return [
+        torch.nn.Parameter(torch.randn(s, generator=gen, dtype=torch.float64).to(device=device, dtype=dtype))
+        for s in SHAPES
+    ]
 
 
 class SumOfQuadratics:
@@ -26,10 +31,12 @@ class SumOfQuadratics:
         self.weights = [0.5 + torch.rand(s, generator=gen, dtype=torch.float64) for s in SHAPES]
 
     def loss(self, params: list[Tensor]) -> Tensor:
-        """The loss at ``params`` (computed in float64)."""
-        total = torch.zeros((), dtype=torch.float64)
+        """The loss at ``params`` (computed in float64, on the parameters' device)."""
+        device = params[0].device if params else torch.device("cpu")
+        total = torch.zeros((), dtype=torch.float64, device=device)
         for p, c, w in zip(params, self.targets, self.weights, strict=True):
             p64 = p.to(torch.float64)
+            c, w = c.to(device), w.to(device)
             total = total + 0.5 * ((w * (p64 - c)) ** 2).sum()
             if p.numel():
                 total = total + 0.1 * p64.sum() ** 2 / p.numel()

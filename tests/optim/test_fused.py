@@ -13,6 +13,9 @@ hyperparameter variant of ``optim_db``. A run drives 50 steps with a scheduler t
   dropped parameter) and none after step 3: hyperparameter changes never recompile;
 * no :class:`FusedFallbackWarning` (the update compiled as one graph).
 
+The same trajectory checks run on a GPU under ``pytest -m cuda`` (deselected by default: CI has no
+GPU; ``benchmarks/gpu_checks.sh`` runs them where one is lent).
+
 Compiling costs 1-10 s per graph on a cold inductor cache, so the bfloat16 runs, ``maximize=True``,
 the per-tensor -> fused checkpoint direction and the float64 variants after the first two of each
 optimizer are marked slow (``pytest -m slow`` runs them).
@@ -140,10 +143,10 @@ def _schedule(opt: torch.optim.Optimizer, initial: list[dict[str, Any]], step: i
 
 
 def _trajectory(
-    key: str, kwargs: dict[str, Any], dtype: torch.dtype, steps: int, **path: Any
+    key: str, kwargs: dict[str, Any], dtype: torch.dtype, steps: int, device: str = "cpu", **path: Any
 ) -> list[list[torch.Tensor]]:
     problem = SumOfQuadratics()
-    params = make_params(dtype)
+    params = make_params(dtype, device=device)
     opt = build(key, params, **kwargs, **path)
     initial = [{k: group[k] for k in ("lr", "betas", "weight_decay") if k in group} for group in opt.param_groups]
     warmup, graphs_per_group = STRUCTURAL_GRAPHS.get(key, (3, 2))
@@ -206,6 +209,31 @@ def test_fused_matches_per_tensor_bfloat16(key: str) -> None:
     expected = _trajectory(key, kwargs, torch.bfloat16, 5, foreach=False)
     actual = _trajectory(key, kwargs, torch.bfloat16, 5, fused=True)
     _assert_close(expected, actual, rtol=2e-2, atol=2e-2)
+
+
+def _cuda_device() -> str:
+    """The device of the ``cuda``-marked checks; selecting them where torch sees no GPU is a failure."""
+    if not torch.cuda.is_available():
+        pytest.fail("the cuda checks (pytest -m cuda) need a CUDA device and torch sees none")
+    return "cuda"
+
+
+@pytest.mark.cuda
+@pytest.mark.parametrize("key", FUSED_KEYS)
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64], ids=["float32", "float64"])
+def test_fused_on_cuda_matches_per_tensor_on_cuda(key: str, dtype: torch.dtype) -> None:
+    """The compiled update on CUDA (Triton kernels) follows the per-tensor path there.
+
+    Same scheduler, graph bounds and tolerances as on the CPU; compiling must not fall back.
+    """
+    device = _cuda_device()
+    kwargs = DB[key].variants[0]
+    steps, rtol, atol = (10, 1e-5, 1e-6) if dtype == torch.float32 else (50, FLOAT64_RTOL.get(key, 1e-12), 1e-14)
+    expected = _trajectory(key, kwargs, dtype, steps, device=device, foreach=False)
+    counters.clear()
+    actual = _trajectory(key, kwargs, dtype, steps, device=device, fused=True)
+    assert all(p.is_cuda for p in actual[-1])
+    _assert_close(expected, actual, rtol=rtol, atol=atol)
 
 
 @pytest.mark.parametrize("key", FUSED_KEYS)
