@@ -17,6 +17,7 @@ import torch
 from torch import Tensor, nn
 
 import steepest
+from steepest.optim import scale as scale_module
 from tests.reference._compare import assert_same_trajectory
 
 
@@ -98,14 +99,27 @@ def _theirs(params: list[nn.Parameter], **kwargs: float) -> ReferenceSCALE:
     return ReferenceSCALE([emb], [last], [vec], [emb], **kwargs)  # type: ignore[arg-type]
 
 
-@pytest.mark.parametrize("foreach", [False, True])
+#: The foreach path's two ways with matrices: stacked per shape (small ones) or one at a time with
+#: no parameter-sized temporary (large ones); the test matrices are small, so "one at a time" lowers
+#: the threshold to 0.
+FOREACH_MODES = ["loop", "foreach-stacked", "foreach-one-at-a-time"]
+
+
+def _set_foreach_mode(mode: str, monkeypatch: pytest.MonkeyPatch) -> bool:
+    if mode == "foreach-one-at-a-time":
+        monkeypatch.setattr(scale_module, "_STACK_MAX_NUMEL", 0)
+    return mode != "loop"
+
+
+@pytest.mark.parametrize("mode", FOREACH_MODES)
 @pytest.mark.parametrize(
     ("lr", "wd", "momentum", "adam_lr"),
     [(1e-2, 0.0, 0.9, None), (3e-3, 0.1, 0.5, 2e-2)],
 )
 def test_scale_matches_official_transcription(
-    lr: float, wd: float, momentum: float, adam_lr: float | None, foreach: bool
+    lr: float, wd: float, momentum: float, adam_lr: float | None, mode: str, monkeypatch: pytest.MonkeyPatch
 ) -> None:
+    foreach = _set_foreach_mode(mode, monkeypatch)
     ratio = 1.0 if adam_lr is None else adam_lr / lr
     assert_same_trajectory(
         lambda p: steepest.SCALE(
@@ -140,6 +154,30 @@ def test_scale_adam_lr_follows_the_schedule(foreach: bool) -> None:
         sched.step()
         for a, b in zip(ours_p, theirs_p, strict=True):
             torch.testing.assert_close(a, b, rtol=1e-12, atol=1e-13, msg=f"step {t + 1}")
+
+
+@pytest.mark.parametrize("norm_dim", [0, 1])
+def test_scale_foreach_one_at_a_time_handles_non_contiguous_params(
+    norm_dim: int, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A permuted (non-contiguous) parameter cannot be viewed as ``(size0, -1)``: same step as the loop."""
+    monkeypatch.setattr(scale_module, "_STACK_MAX_NUMEL", 0)
+    gen = torch.Generator().manual_seed(3)
+    base = torch.randn(4, 3, 2, generator=gen, dtype=torch.float64)
+    grads = [torch.randn(2, 3, 4, generator=gen, dtype=torch.float64) for _ in range(3)]
+    results = []
+    for foreach in (False, True):
+        w = nn.Parameter(base.clone().permute(2, 1, 0))
+        assert not w.is_contiguous()
+        opt = steepest.SCALE(
+            [{"params": [w], "role": "matrix", "norm_dim": norm_dim}], lr=0.1, weight_decay=0.1, foreach=foreach
+        )
+        for g in grads:
+            w.grad = g.clone()
+            opt.step()
+        results.append(w.detach().clone())
+    torch.testing.assert_close(results[1], results[0], rtol=1e-12, atol=1e-14)
+    assert not torch.equal(results[0], base.permute(2, 1, 0))
 
 
 def test_scale_step_keeps_the_shape_of_3d_params() -> None:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from collections.abc import Mapping
 from types import MappingProxyType
 from typing import Any, ClassVar
@@ -26,6 +27,14 @@ from steepest.optim._validation import NON_NEGATIVE, OneOf, Rule
 
 #: Floor on the per-column RMS (official code).
 _RMS_FLOOR = 1e-8
+
+#: The foreach path stacks same-shape matrices below this many elements and normalizes them in a
+#: few batched calls; larger ones are stepped one at a time, without copies. Stacking a large
+#: matrix copies it into fresh memory and the batched update makes two more parameter-sized
+#: temporaries: on the 24.2M benchmark model (2 threads, 32 matrices of 0.26-4.2M entries) the
+#: stacked foreach step spent 9.5 ms per step in the stack, 8 in the square and 7.6 in the division
+#: (20 steps under the profiler), and took 1.5x the per-tensor loop's time, alternated in one process.
+_STACK_MAX_NUMEL = 1 << 16
 ROLES = ("auto", "matrix", "last_layer", "vector")
 
 
@@ -43,6 +52,22 @@ def _column_normalized(grad: Tensor, norm_dim: int) -> Tensor:
     matrix = grad.reshape(grad.shape[0], grad.numel() // grad.shape[0])
     rms = matrix.square().mean(dim=norm_dim, keepdim=True).sqrt_().clamp_(min=_RMS_FLOOR)
     return (matrix / rms).reshape(grad.shape)
+
+
+def _column_normalized_step_(param: Tensor, source: Tensor, norm_dim: int, lr: float, wd: float) -> None:
+    """``param <- param (1 - lr wd) - lr * column_normalized(source)`` with no parameter-sized temporary.
+
+    The RMS comes from a norm (one read of ``source``), and the division happens inside ``addcdiv_``;
+    a non-contiguous parameter (which cannot be viewed as the matrix) takes the plain form.
+    """
+    matrix = source.reshape(source.shape[0], source.numel() // source.shape[0])
+    rms = torch.linalg.vector_norm(matrix, dim=norm_dim, keepdim=True)
+    rms.div_(math.sqrt(matrix.shape[norm_dim])).clamp_(min=_RMS_FLOOR)
+    decay_weights_(param, lr, wd)
+    if param.is_contiguous():
+        param.view(matrix.shape).addcdiv_(matrix, rms, value=-lr)
+    else:
+        param.add_((matrix / rms).reshape(param.shape), alpha=-lr)
 
 
 class SCALE(SteepestOptimizer):
@@ -253,6 +278,10 @@ class SCALE(SteepestOptimizer):
                 buckets.setdefault(tuple(params[i].shape), []).append(i)
         norm_dim = group["norm_dim"]
         for shape, indices in buckets.items():
+            if math.prod(shape) >= _STACK_MAX_NUMEL:
+                for i in indices:
+                    _column_normalized_step_(params[i], sources[i], norm_dim, lr, wd)
+                continue
             stacked = torch.stack([sources[i] for i in indices])
             matrix = stacked.reshape(len(indices), shape[0], -1)
             rms = matrix.square().mean(dim=1 + norm_dim, keepdim=True).sqrt_().clamp_(min=_RMS_FLOOR)
