@@ -107,6 +107,14 @@ def partition(
     return Block(RULE_TENSOR, 1, numel, (), decay, reason)
 
 
+#: The foreach path stacks the gradients of same-shape blocked tensors below this many elements to
+#: reduce their blocks in one call; larger ones are reduced one at a time with a norm, which reads
+#: the gradient once and writes no parameter-sized copy (the stack made one per step: on the 24.2M
+#: benchmark model, alternated with the per-tensor loop in one process, the foreach step took 1.13x
+#: the loop's time with the stack and 0.80x without it).
+_STACK_MAX_NUMEL = 1 << 16
+
+
 class AdamMini(SteepestOptimizer):
     r"""Adam-mini: Adam with one learning rate (second moment) per parameter block.
 
@@ -428,8 +436,14 @@ class AdamMini(SteepestOptimizer):
         blocked = [i for indices in buckets.values() for i in indices]
         if blocked:
             mean_squares: list[Tensor] = []
-            for (_, n_blocks, _), indices in buckets.items():
+            for (shape, n_blocks, _), indices in buckets.items():
                 block = blocks[indices[0]]
+                if math.prod(shape) >= _STACK_MAX_NUMEL:  # one norm per tensor: no stacked copy
+                    for i in indices:
+                        rows = grads[i].reshape(n_blocks, block.block_numel)
+                        norms = torch.linalg.vector_norm(rows, dim=1)
+                        mean_squares.append(norms.square_().div_(max(block.block_numel, 1)).view(block.v_shape))
+                    continue
                 stacked = torch.stack([grads[i] for i in indices]).view(len(indices), n_blocks, block.block_numel)
                 sums = stacked.square_().sum(dim=2) / max(block.block_numel, 1)
                 mean_squares += sums.view(len(indices), *block.v_shape).unbind(0)
