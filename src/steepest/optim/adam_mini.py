@@ -111,7 +111,9 @@ def partition(
 #: reduce their blocks in one call; larger ones are reduced one at a time with a norm, which reads
 #: the gradient once and writes no parameter-sized copy (the stack made one per step: on the 24.2M
 #: benchmark model, alternated with the per-tensor loop in one process, the foreach step took 1.13x
-#: the loop's time with the stack and 0.80x without it).
+#: the loop's time with the stack and 0.80x without it). The norm accumulates in float32 for
+#: bfloat16 gradients, where the stacked and per-tensor forms square in bfloat16: the block means
+#: can differ by a bfloat16 rounding.
 _STACK_MAX_NUMEL = 1 << 16
 
 

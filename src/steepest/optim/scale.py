@@ -58,7 +58,10 @@ def _column_normalized_step_(param: Tensor, source: Tensor, norm_dim: int, lr: f
     """``param <- param (1 - lr wd) - lr * column_normalized(source)`` with no parameter-sized temporary.
 
     The RMS comes from a norm (one read of ``source``), and the division happens inside ``addcdiv_``;
-    a non-contiguous parameter (which cannot be viewed as the matrix) takes the plain form.
+    a non-contiguous parameter (which cannot be viewed as the matrix) takes the plain form. Same
+    values as :func:`_column_normalized` up to rounding: in float64 to 1e-12 relative; in bfloat16
+    an entry can differ from the loop's by one unit in the last place (the norm accumulates in
+    float32 where the loop squares in bfloat16; seen: 0.031 at magnitude 4 after 5 steps).
     """
     matrix = source.reshape(source.shape[0], source.numel() // source.shape[0])
     rms = torch.linalg.vector_norm(matrix, dim=norm_dim, keepdim=True)
