@@ -16,7 +16,7 @@ from adam_mini import Adam_mini
 from torch import Tensor, nn
 
 import steepest
-from steepest.optim import adam_mini as adam_mini_module
+from steepest.optim import _base
 from tests.reference._compare import assert_same_trajectory
 
 DIM, N_HEADS, N_KV_HEADS, VOCAB, FF = 16, 4, 2, 11, 32
@@ -112,7 +112,7 @@ def test_matches_official_adam_mini_on_a_tiny_gpt(
     """
     foreach = mode != "loop"
     if mode == "foreach-one-at-a-time":
-        monkeypatch.setattr(adam_mini_module, "_STACK_MAX_NUMEL", 0)
+        monkeypatch.setattr(_base, "FOREACH_STACK_MAX_NUMEL", 0)
     ours_model = _model(dtype)
     theirs_model = copy.deepcopy(ours_model)
     sizes = {"dim": DIM, "n_heads": N_HEADS, "n_kv_heads": N_KV_HEADS}

@@ -17,7 +17,7 @@ import torch
 from torch import Tensor, nn
 
 import steepest
-from steepest.optim import scale as scale_module
+from steepest.optim import _base
 from tests.reference._compare import assert_same_trajectory
 
 
@@ -107,7 +107,7 @@ FOREACH_MODES = ["loop", "foreach-stacked", "foreach-one-at-a-time"]
 
 def _set_foreach_mode(mode: str, monkeypatch: pytest.MonkeyPatch) -> bool:
     if mode == "foreach-one-at-a-time":
-        monkeypatch.setattr(scale_module, "_STACK_MAX_NUMEL", 0)
+        monkeypatch.setattr(_base, "FOREACH_STACK_MAX_NUMEL", 0)
     return mode != "loop"
 
 
@@ -161,7 +161,7 @@ def test_scale_foreach_one_at_a_time_handles_non_contiguous_params(
     norm_dim: int, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """A permuted (non-contiguous) parameter cannot be viewed as ``(size0, -1)``: same step as the loop."""
-    monkeypatch.setattr(scale_module, "_STACK_MAX_NUMEL", 0)
+    monkeypatch.setattr(_base, "FOREACH_STACK_MAX_NUMEL", 0)
     gen = torch.Generator().manual_seed(3)
     base = torch.randn(4, 3, 2, generator=gen, dtype=torch.float64)
     grads = [torch.randn(2, 3, 4, generator=gen, dtype=torch.float64) for _ in range(3)]

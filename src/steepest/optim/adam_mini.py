@@ -13,6 +13,7 @@ from typing import Any, ClassVar
 import torch
 from torch import Tensor
 
+from steepest.optim import _base
 from steepest.optim._base import SCALAR_DTYPE, Capabilities, ParamGroup, StateSpec, SteepestOptimizer
 from steepest.optim._functional import (
     add_scaled_,
@@ -105,16 +106,6 @@ def partition(
         return Block(RULE_TENSOR, 1, numel, (), decay, f"row-named ({matched!r}) but not a matrix")
     reason = "norm" if "norm" in lowered else "no rule matched"
     return Block(RULE_TENSOR, 1, numel, (), decay, reason)
-
-
-#: The foreach path stacks the gradients of same-shape blocked tensors below this many elements to
-#: reduce their blocks in one call; larger ones are reduced one at a time with a norm, which reads
-#: the gradient once and writes no parameter-sized copy (the stack made one per step: on the 24.2M
-#: benchmark model, alternated with the per-tensor loop in one process, the foreach step took 1.13x
-#: the loop's time with the stack and 0.80x without it). The norm accumulates in float32 for
-#: bfloat16 gradients, where the stacked and per-tensor forms square in bfloat16: the block means
-#: can differ by a bfloat16 rounding.
-_STACK_MAX_NUMEL = 1 << 16
 
 
 class AdamMini(SteepestOptimizer):
@@ -440,7 +431,9 @@ class AdamMini(SteepestOptimizer):
             mean_squares: list[Tensor] = []
             for (shape, n_blocks, _), indices in buckets.items():
                 block = blocks[indices[0]]
-                if math.prod(shape) >= _STACK_MAX_NUMEL:  # one norm per tensor: no stacked copy
+                if math.prod(shape) >= _base.FOREACH_STACK_MAX_NUMEL:  # one norm per tensor: no stacked copy
+                    # (for bfloat16 the norm accumulates in float32 where the stack squares in bfloat16:
+                    # block means can differ by a rounding)
                     for i in indices:
                         rows = grads[i].reshape(n_blocks, block.block_numel)
                         norms = torch.linalg.vector_norm(rows, dim=1)

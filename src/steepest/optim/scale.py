@@ -10,6 +10,7 @@ from typing import Any, ClassVar
 import torch
 from torch import Tensor, nn
 
+from steepest.optim import _base
 from steepest.optim._base import SCALAR_DTYPE, Capabilities, ParamGroup, StateSpec, SteepestOptimizer
 from steepest.optim._functional import (
     add_scaled_,
@@ -27,14 +28,6 @@ from steepest.optim._validation import NON_NEGATIVE, OneOf, Rule
 
 #: Floor on the per-column RMS (official code).
 _RMS_FLOOR = 1e-8
-
-#: The foreach path stacks same-shape matrices below this many elements and normalizes them in a
-#: few batched calls; larger ones are stepped one at a time, without copies. Stacking a large
-#: matrix copies it into fresh memory and the batched update makes two more parameter-sized
-#: temporaries: on the 24.2M benchmark model (2 threads, 32 matrices of 0.26-4.2M entries) the
-#: stacked foreach step spent 9.5 ms per step in the stack, 8 in the square and 7.6 in the division
-#: (20 steps under the profiler), and took 1.5x the per-tensor loop's time, alternated in one process.
-_STACK_MAX_NUMEL = 1 << 16
 ROLES = ("auto", "matrix", "last_layer", "vector")
 
 
@@ -281,7 +274,7 @@ class SCALE(SteepestOptimizer):
                 buckets.setdefault(tuple(params[i].shape), []).append(i)
         norm_dim = group["norm_dim"]
         for shape, indices in buckets.items():
-            if math.prod(shape) >= _STACK_MAX_NUMEL:
+            if math.prod(shape) >= _base.FOREACH_STACK_MAX_NUMEL:  # no stacked copy, no temporaries
                 for i in indices:
                     _column_normalized_step_(params[i], sources[i], norm_dim, lr, wd)
                 continue
