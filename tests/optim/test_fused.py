@@ -350,6 +350,23 @@ def test_materialized_keeps_the_value_of_scalars_and_block_tensors(shape: tuple[
     assert materialized(v) is v  # eager: unchanged
 
 
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+def test_materialized_block_values_keep_nan_infinities_and_signed_zeros(dtype: torch.dtype) -> None:
+    """The per-block form (a maximum over broadcast copies) returns each value exactly, specials included."""
+    from steepest.optim._functional import materialized
+
+    def update(param: Tensor, v: Tensor) -> None:
+        param.mul_(materialized(v))
+
+    v = torch.tensor([[float("nan")], [float("inf")], [-float("inf")], [-0.0], [0.0], [-2.5], [3e-40]], dtype=dtype)
+    param = torch.ones(7, 5, dtype=dtype)
+    torch.compile(update, backend=_fused.COMPILE_BACKEND, fullgraph=True)(param, v)
+    expected = torch.ones(7, 5, dtype=dtype) * v
+    torch.testing.assert_close(param, expected, rtol=0, atol=0, equal_nan=True)
+    numbers = ~expected.isnan()  # (a NaN's sign bit carries no meaning)
+    assert torch.equal(torch.signbit(param)[numbers], torch.signbit(expected)[numbers])  # -0.0 stays -0.0
+
+
 @pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16, torch.float64])
 def test_norms_accumulate_in_float64_inside_a_compiled_cpu_update(dtype: torch.dtype) -> None:
     """``norm_dtype``: float32-or-wider eagerly; float64 when compiled on CPU (no cascade helper)."""

@@ -83,6 +83,11 @@ def increment_step(step: Tensor) -> Scalar:
     return float(step.item())
 
 
+#: Copies a per-block value is broadcast to and reduced over in :func:`materialized`: more than
+#: inductor's ``unroll_reductions_threshold`` (8), below which a reduction is unrolled and inlined.
+MATERIALIZE_WIDTH = 16
+
+
 @overload
 def materialized(scalar: float) -> float: ...
 @overload
@@ -98,16 +103,19 @@ def materialized(scalar: Scalar) -> Scalar:
     fused steps 2.2x slower than the bandwidth floor, and Adam-mini's per-block denominators cost
     it 18.6 ms per step where 12.9 ms remain with them stored. A value read from a realized
     buffer is computed once per launch. For a 0-dim tensor, stacking two copies forces the
-    buffer (inductor folds a one-element stack into a view and inlines it again); for a small
-    tensor (``(blocks, 1)``), inductor turns that stack into a broadcast copy and inlines it,
-    while a CPU ``cat`` of two different inputs is always a buffer. Meant for small tensors:
-    the buffer holds two copies.
+    buffer (inductor folds a one-element stack into a view and inlines it again). A per-block
+    tensor (``(blocks, 1)``) becomes the maximum over :data:`MATERIALIZE_WIDTH` broadcast copies
+    of itself: a reduction always gets a buffer of the block shape, one store per block. That is
+    the value itself, NaN and signed zeros included. It replaced a ``cat`` of the value and its
+    negation (a buffer twice the size, written through two views): Adam-mini's fused step on the
+    24.2M benchmark model took 0.91x, 0.92x and 0.93x the time of the ``cat`` form in three
+    alternated runs (2 threads), with the same trajectory bit for bit. For 0-dim values the same reduction measured
+    slower than the stack (LAMB 1.07x, AdaBelief 1.00x), so they keep it.
     """
     if isinstance(scalar, Tensor) and torch.compiler.is_compiling():
         if scalar.dim() == 0:
             return torch.stack([scalar, scalar])[0]
-        flat = scalar.reshape(-1)
-        return torch.cat([flat, -flat])[: flat.numel()].view(scalar.shape)
+        return scalar.unsqueeze(-1).expand(*scalar.shape, MATERIALIZE_WIDTH).amax(dim=-1)
     return scalar
 
 
