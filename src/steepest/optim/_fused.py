@@ -51,6 +51,8 @@ from typing import Any
 import torch
 from torch import Tensor
 
+from steepest.optim._write_backs import write_backs_pass
+
 #: ``fused=None`` picks the fused path for a group holding at least this many elements, whose
 #: parameters are all on one device type with a compile backend, and whose ``foreach`` is ``None``
 #: (an explicit ``foreach=True`` or ``False`` asks for that path). At 16.8M elements the step time
@@ -88,7 +90,13 @@ COMPILE_BACKEND: str | Callable[..., Any] = "inductor"
 #: each call (330 checks per step for the benchmark's 84 tensors), which dynamo's guards have
 #: already checked before the call. Measured on SCALE over the 24.2M benchmark model, alternated
 #: with the asserts on: 0.93x the step time.
+#: ``post_grad_custom_post_pass``: :mod:`steepest.optim._write_backs` moves each parameter and
+#: state write-back next to the last read of the old value, so an update that takes a norm
+#: before it writes (LAMB, LARS) runs each tensor's norm and write passes back to back, where the
+#: second finds the tensor in the last-level cache, instead of all norms first.
 INDUCTOR_OPTIONS: dict[str, Any] = {"realize_reads_threshold": 100, "size_asserts": False}
+if (_write_backs_pass := write_backs_pass()) is not None:
+    INDUCTOR_OPTIONS["post_grad_custom_post_pass"] = _write_backs_pass
 
 
 class FusedFallbackWarning(RuntimeWarning):
