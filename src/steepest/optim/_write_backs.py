@@ -9,7 +9,12 @@ the last-level cache: hand-written loops in that order took 1.05-1.09x the floor
 tensor took 0.89-0.91 (``benchmarks/attainable_floor.py``). :func:`move_write_backs_early` moves
 each write-back to just after the last node computed from the input's old value or its new one,
 which in a per-tensor update is that tensor's last node, and inductor then emits each tensor's
-norms and its write pass back to back. Values are unchanged: only the order of kernels moves.
+norms and its write pass back to back (same-shape tensors whose norms it fuses into one loop are
+written together after that loop). Values are unchanged: only the order of kernels moves.
+Measured on the 24.2M benchmark model (2 threads, alternated in one process, with and without
+the pass): LARS's fused step 0.80-0.85x in four runs; LAMB 0.997-1.04x (its first pass reads
+four arrays, so only the 1 MB-per-array attention matrices fit in the cache between passes);
+Adam-mini 0.95, AdaGrad-Norm 0.97, NormalizedSD 0.98, SCALE, Lion and AdaBelief 0.99-1.00.
 """
 
 from __future__ import annotations
