@@ -57,6 +57,10 @@ class Timing:
         """``median [min, max]`` in milliseconds."""
         return f"{self.median * 1e3:8.2f} [{self.low * 1e3:.2f}, {self.high * 1e3:.2f}]"
 
+    def ratio(self) -> str:
+        """``median [min, max]`` of a dimensionless ratio, two decimals."""
+        return f"{self.median:.2f} [{self.low:.2f}, {self.high:.2f}]"
+
 
 def synchronize(device: torch.device | str = "cpu") -> None:
     """Wait for the work queued on ``device`` (a no-op on the CPU, where calls return when done)."""

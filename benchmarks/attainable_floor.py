@@ -282,10 +282,6 @@ def c_steps(key: str, lib: ctypes.CDLL, a: Arrays, opt: torch.optim.Optimizer) -
     raise ValueError(f"no C loops for {key!r}")
 
 
-def _ratio(t: Timing) -> str:
-    return f"{t.median:.2f} [{t.low:.2f}, {t.high:.2f}]"
-
-
 def main(argv: list[str] | None = None) -> int:
     """Print one row per optimizer: C schedules and the fused step over the bandwidth floor."""
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
@@ -329,7 +325,7 @@ def main(argv: list[str] | None = None) -> int:
                 for name, fn in cases.items():
                     bandwidth = probe.sample()
                     ratios[name].append(timed(fn) * bandwidth / traffic)
-            cells = {k: _ratio(Timing.of(v)) for k, v in ratios.items()}
+            cells = {k: Timing.of(v).ratio() for k, v in ratios.items()}
             extra = "".join(f"  {k}: {v}" for k, v in cells.items() if k not in ("per tensor", "norms first", "fused"))
             print(
                 f"{key:<14} {traffic / 1e6:>5.0f} {cells.get('per tensor', '-'):>18} "

@@ -260,10 +260,6 @@ def measure(
     return row
 
 
-def _ratio(t: Timing) -> str:
-    return f"{t.median:.2f} [{t.low:.2f}, {t.high:.2f}]"
-
-
 def main(argv: list[str] | None = None) -> int:
     """Run the benchmark and print the table."""
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
@@ -331,8 +327,8 @@ def main(argv: list[str] | None = None) -> int:
                 above.append(key)
             print(
                 f"{row.key:<14} {row.path:<10} {row.first:>7.2f} {row.second * 1e3:>8.1f} {row.timing.ms():>30} "
-                f"{_ratio(row.vs_foreach):>18} {_ratio(row.vs_fused):>18} {row.traffic / 1e6:>5.0f} "
-                f"{row.bandwidth / 1e9:>5.1f} {_ratio(row.vs_floor):>18} {row.busy:>5.2f}{flag}",
+                f"{row.vs_foreach.ratio():>18} {row.vs_fused.ratio():>18} {row.traffic / 1e6:>5.0f} "
+                f"{row.bandwidth / 1e9:>5.1f} {row.vs_floor.ratio():>18} {row.busy:>5.2f}{flag}",
                 flush=True,
             )
     if "fused" in args.paths:
