@@ -91,9 +91,9 @@ COMPILE_BACKEND: str | Callable[..., Any] = "inductor"
 #: already checked before the call. Measured on SCALE over the 24.2M benchmark model, alternated
 #: with the asserts on: 0.93x the step time.
 #: ``post_grad_custom_post_pass``: :mod:`steepest.optim._write_backs` moves each parameter and
-#: state write-back next to the last read of the old value, so an update that takes a norm
-#: before it writes (LAMB, LARS) runs each tensor's norm and write passes back to back, where the
-#: second finds the tensor in the last-level cache, instead of all norms first.
+#: state write-back to just after the last node that depends on the old or the new value, so an
+#: update that takes a norm before it writes (LARS) runs each tensor's norm and write passes back
+#: to back, where the second finds the tensor in the last-level cache, instead of all norms first.
 INDUCTOR_OPTIONS: dict[str, Any] = {"realize_reads_threshold": 100, "size_asserts": False}
 if (_write_backs_pass := write_backs_pass()) is not None:
     INDUCTOR_OPTIONS["post_grad_custom_post_pass"] = _write_backs_pass
