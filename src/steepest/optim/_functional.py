@@ -109,8 +109,8 @@ def materialized(scalar: Scalar) -> Scalar:
     the value itself, NaN and signed zeros included. It replaced a ``cat`` of the value and its
     negation (a buffer twice the size, written through two views): Adam-mini's fused step on the
     24.2M benchmark model took 0.91x, 0.92x and 0.93x the time of the ``cat`` form in three
-    alternated runs (2 threads), with the same trajectory bit for bit. For 0-dim values the same reduction measured
-    slower than the stack (LAMB 1.07x, AdaBelief 1.00x), so they keep it.
+    alternated runs (2 threads), with the same trajectory bit for bit. For 0-dim values the same
+    reduction measured slower than the stack (LAMB 1.07x, AdaBelief 1.00x), so they keep it.
     """
     if isinstance(scalar, Tensor) and torch.compiler.is_compiling():
         if scalar.dim() == 0:
