@@ -239,6 +239,8 @@ class SteepestOptimizer(StateSpecMixin, Optimizer, metaclass=ABCMeta):
         super().__init_subclass__(**kwargs)
         if inspect.isabstract(cls):
             return
+        if not _declares_hyperparameters(cls):
+            return  # a wrapper or user subclass: it keeps the hyperparameters its parent declared
         if cls.step is SteepestOptimizer.step and cls._single_tensor_update is SteepestOptimizer._single_tensor_update:
             raise TypeError(f"{cls.__name__} must implement _single_tensor_update (or override step)")
         signature = inspect.signature(cls.__init__)
@@ -508,6 +510,26 @@ class SteepestOptimizer(StateSpecMixin, Optimizer, metaclass=ABCMeta):
         parts = [f"{name} (like the parameter)" for name in cls.param_state]
         parts += [f"{name} (scalar)" for name in cls.scalar_state]
         return ", ".join(parts) if parts else "none"
+
+
+def _declares_hyperparameters(cls: type[SteepestOptimizer]) -> bool:
+    """Whether ``cls`` declares its hyperparameters in its ``__init__`` signature.
+
+    The first concrete optimizer class must (every keyword a validated hyperparameter with a
+    default, ``lr``, ``maximize`` and ``foreach`` among them); a subclass may redeclare them the
+    same way (SPS-max over SPS). Any other subclass of a declared optimizer inherits its parent's
+    declaration whatever its ``__init__`` looks like: a user's ``class MyLion(Lion)`` taking
+    ``**kwargs`` or a few keywords, and the dynamic subclasses frameworks build around an
+    optimizer instance (Lightning's ``LightningLion``, Fabric's wrapper). Their values are still
+    checked, by the parent's ``__init__`` and by :meth:`SteepestOptimizer.add_param_group`.
+    """
+    inherited = bool(cls.hyperparameter_defaults)
+    if "__init__" not in cls.__dict__:
+        return not inherited
+    parameters = list(inspect.signature(cls.__init__).parameters.values())[2:]
+    if any(p.kind in (p.VAR_POSITIONAL, p.VAR_KEYWORD) for p in parameters):
+        return not inherited
+    return not inherited or {"lr", "maximize", "foreach"} <= {p.name for p in parameters}
 
 
 def _check_paths(owner: str, capabilities: Capabilities, hyperparameters: Mapping[str, Any]) -> None:
