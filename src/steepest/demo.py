@@ -30,6 +30,7 @@ import torch
 from torch import Tensor, nn
 from torch.optim import Optimizer
 
+from steepest._extras import require
 from steepest.optim import create_optimizer, optimizer_info, optimizer_params, state_bytes
 
 #: The optimizer every demo run is compared with.
@@ -123,7 +124,9 @@ def load_data() -> tuple[Tensor, Tensor, Tensor, Tensor]:
         int64 labels in ``0..9``.
     """
     import numpy as np
-    from sklearn.datasets import load_digits  # imported here: the CLI's other commands stay fast
+
+    # imported here: the library and the CLI's other commands do not need scikit-learn
+    load_digits = require("sklearn.datasets", "steepest demo (scikit-learn's digits data)").load_digits
 
     features, labels = load_digits(return_X_y=True)
     order = np.random.RandomState(SPLIT_SEED).permutation(len(labels))
@@ -185,8 +188,7 @@ def _train(
     batch_size: int,
     progress: bool,
 ) -> RunResult:
-    from tqdm import tqdm
-
+    tqdm = require("tqdm", "steepest demo").tqdm
     entry = optimizer_info(key)
     params, extra = optimizer_params(key, model)
     optimizer = create_optimizer(key, params, **{**extra, **hyperparameters})

@@ -16,6 +16,7 @@ import sys
 import time
 from typing import Any
 
+from steepest._extras import require
 from steepest.bench.config import ConfigError, SweepConfig, load_config, shipped_configs
 from steepest.bench.executors import EXECUTORS, ExecutorError
 from steepest.bench.scoring import UNITS
@@ -124,9 +125,9 @@ def cmd_report(args: argparse.Namespace) -> int:
 
 def cmd_list(args: argparse.Namespace) -> int:
     """Print the registered workloads, the optimizers and the shipped configs."""
-    from rich.console import Console
-    from rich.table import Table
-    from rich.text import Text
+    Console = require("rich.console", "steepest bench list").Console
+    Table = require("rich.table", "steepest bench list").Table
+    Text = require("rich.text", "steepest bench list").Text
 
     from steepest.optim import REGISTRY
 

@@ -27,6 +27,7 @@ from typing import Any, Literal
 
 import torch
 
+from steepest._extras import install_hint, require
 from steepest.bench.runner import RunResult, RunSpec, run
 
 #: The executors ``steepest bench run --executor`` accepts.
@@ -73,8 +74,7 @@ def uses_server_database(store_url: str) -> bool:
     """Whether ``store_url`` names a database server (reachable from other machines), not a SQLite file."""
     if "://" not in store_url:
         return False
-    from sqlalchemy.engine import make_url
-
+    make_url = require("sqlalchemy.engine", "the benchmark's result store").make_url
     return make_url(store_url).get_backend_name() != "sqlite"
 
 
@@ -107,9 +107,7 @@ def _import_ray() -> Any:
     try:
         import ray
     except ImportError:
-        raise ExecutorError(
-            "executor 'ray' needs Ray: pip install 'steepest[ray]'"
-        ) from None
+        raise ExecutorError(f"executor 'ray' needs Ray: {install_hint('ray')}") from None
     return ray
 
 

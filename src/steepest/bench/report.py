@@ -25,6 +25,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from steepest._extras import require
 from steepest.bench.scoring import MAX_TAU, UNITS, Scoreboard, Unit, performance_profile, scoreboard
 from steepest.bench.store import EvalRow, ResultStore, RunRow
 from steepest.bench.workloads import WORKLOADS, workload_names
@@ -70,8 +71,7 @@ def _median(values: Sequence[float]) -> float | None:
 
 
 def _pyplot() -> Any:
-    import matplotlib
-
+    matplotlib = require("matplotlib", "the benchmark report's plots")
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 

@@ -18,22 +18,29 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from sqlalchemy import (
-    JSON,
-    Boolean,
-    Engine,
-    Float,
-    ForeignKey,
-    Integer,
-    String,
-    Text,
-    create_engine,
-    event,
-    select,
-)
-from sqlalchemy.engine import make_url
-from sqlalchemy.exc import IntegrityError
-from sqlalchemy.orm import DeclarativeBase, Mapped, Session, mapped_column, relationship, selectinload
+from steepest._extras import missing
+
+try:
+    from sqlalchemy import (
+        JSON,
+        Boolean,
+        Engine,
+        Float,
+        ForeignKey,
+        Integer,
+        String,
+        Text,
+        create_engine,
+        event,
+        select,
+    )
+    from sqlalchemy.engine import make_url
+    from sqlalchemy.exc import IntegrityError
+    from sqlalchemy.orm import DeclarativeBase, Mapped, Session, mapped_column, relationship, selectinload
+except ModuleNotFoundError as err:  # the bench extra
+    if err.name != "sqlalchemy":
+        raise
+    raise missing("sqlalchemy", "the benchmark's result store") from err
 
 from steepest.bench.runner import EvalPoint, RunResult
 

@@ -12,6 +12,7 @@ import sys
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 
+from steepest._extras import require
 from steepest.bench.config import SweepConfig
 from steepest.bench.executors import local_results, ray_results
 from steepest.bench.runner import RunResult, RunSpec
@@ -75,8 +76,7 @@ def run_sweep(
     statuses: dict[str, int] = {}
     bar = None
     if progress:
-        from tqdm import tqdm
-
+        tqdm = require("tqdm", "the benchmark's progress bar (or --no-progress)").tqdm
         bar = tqdm(total=len(specs), initial=len(specs) - len(todo), desc=f"bench {config.name}", unit="run",
                    file=sys.stderr, dynamic_ncols=True)
     try:

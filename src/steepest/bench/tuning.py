@@ -20,6 +20,7 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, Literal
 
+from steepest._extras import require
 from steepest.bench.runner import RunResult, RunSpec, run
 from steepest.bench.scoring import INF, Unit, median_of_best, run_time
 from steepest.bench.workloads import Size
@@ -38,8 +39,8 @@ def _primitive_choices(dim: SearchDim) -> bool:
 
 
 def _distribution(dim: SearchDim) -> Any:
-    from optuna.distributions import CategoricalDistribution, FloatDistribution
-
+    distributions = require("optuna.distributions", "hyperparameter tuning")
+    CategoricalDistribution, FloatDistribution = distributions.CategoricalDistribution, distributions.FloatDistribution
     if dim.kind == "choice":
         # Optuna's categoricals hold primitives only; other choices (betas tuples) are drawn by index.
         return CategoricalDistribution(dim.choices if _primitive_choices(dim) else tuple(range(len(dim.choices))))
@@ -67,8 +68,7 @@ def suggested(optimizer: str) -> dict[str, Any]:
 
 
 def _quiet_optuna() -> Any:
-    import optuna
-
+    optuna = require("optuna", "hyperparameter tuning")
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     return optuna
 

@@ -42,14 +42,15 @@ from pathlib import Path
 import torch
 from torch import Tensor, nn
 
+from steepest._extras import require
+
 BATCH = 64
 TARGET = 0.005
 
 
 def digits_data(dtype: torch.dtype = torch.float32) -> tuple[Tensor, Tensor]:
     """The digits set, standardized per pixel (constant pixels left at 0)."""
-    from sklearn.datasets import load_digits
-
+    load_digits = require("sklearn.datasets", "the PoNoS claim's digits data").load_digits
     x_np, y_np = load_digits(return_X_y=True)
     x = torch.as_tensor(x_np, dtype=dtype)
     std = x.std(0)
@@ -176,8 +177,7 @@ def format_table(results: Sequence[Comparison]) -> str:
 
 def plot(result: Comparison, path: Path) -> None:
     """Backtracks per step and training loss against gradient evaluations, both methods."""
-    import matplotlib
-
+    matplotlib = require("matplotlib", "the PoNoS claim's plot")
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 

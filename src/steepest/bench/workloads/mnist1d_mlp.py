@@ -24,6 +24,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from steepest._extras import require
 from steepest.bench.workloads._base import Budget, Size, Target, register_workload
 from steepest.bench.workloads._cache import Arrays, cached_arrays
 from steepest.bench.workloads._classification import ClassificationWorkload
@@ -59,7 +60,9 @@ def mnist1d_arrays(num_samples: int) -> Arrays:
     """
 
     def build() -> Arrays:
-        from mnist1d.data import get_dataset_args, make_dataset  # heavy import (matplotlib): only on a miss
+        # heavy import (matplotlib): only on a cache miss
+        mnist1d_data = require("mnist1d.data", "the mnist1d_mlp workload")
+        get_dataset_args, make_dataset = mnist1d_data.get_dataset_args, mnist1d_data.make_dataset
 
         args = get_dataset_args()
         args.num_samples = num_samples
