@@ -30,6 +30,8 @@ from typing import Any
 import torch
 from torch import Tensor
 
+from steepest.optim._closures import LossOnlyCaller, RNGState
+
 #: A function of the step size returning the loss at the trial point.
 Phi = Callable[[float], float]
 #: A function of the step size returning the loss and its derivative along the search direction.
@@ -217,26 +219,6 @@ def strong_wolfe_search(
 # -- evaluating trial points ------------------------------------------------------------------
 
 
-@dataclass(frozen=True)
-class RNGState:
-    """The torch CPU generator state and, when CUDA is initialised, every CUDA device's."""
-
-    cpu: Tensor
-    cuda: tuple[Tensor, ...] | None
-
-    @classmethod
-    def capture(cls) -> RNGState:
-        """Snapshot the global torch generators."""
-        cuda = tuple(torch.cuda.get_rng_state_all()) if torch.cuda.is_initialized() else None
-        return cls(torch.get_rng_state(), cuda)
-
-    def restore(self) -> None:
-        """Put the global torch generators back to this snapshot."""
-        torch.set_rng_state(self.cpu)
-        if self.cuda is not None:
-            torch.cuda.set_rng_state_all(list(self.cuda))
-
-
 def as_float(value: Any) -> float:
     """A Python float from a loss (tensor or number)."""
     return float(value.detach()) if isinstance(value, Tensor) else float(value)
@@ -246,21 +228,44 @@ class TrialEvaluator:
     """Calls a closure at the gradient point and at trial points, with the same randomness.
 
     ``gradient_point()`` runs the closure under ``torch.enable_grad()`` (it back-propagates,
-    per the closure contract) and counts a forward and a backward; ``loss_at_trial()`` runs it
-    under ``torch.no_grad()`` (a forward only) and ``loss_and_grad_at_trial()`` under
-    ``enable_grad`` (both). With ``same_randomness`` the RNG state captured before the
-    gradient point is restored before every trial, and ``finish()`` restores the state the
-    gradient point left behind.
+    per the closure contract) and counts a forward and a backward; ``loss_at_trial()`` wants the
+    loss only and goes through a :class:`~steepest.optim._closures.LossOnlyCaller`: a documented
+    closure runs under ``torch.no_grad()`` (a forward), a torch-style one (unconditional
+    ``backward()``) under ``enable_grad`` (a forward and a backward, plus, once per step, the
+    first attempt that stopped at its ``backward()``), and either way ``.grad`` of ``params``
+    is left as the gradient point set it. ``loss_and_grad_at_trial()`` runs under
+    ``enable_grad`` and leaves ``.grad`` at the trial point's gradient (both styles alike). With
+    ``same_randomness`` the RNG state captured before the gradient point is restored before
+    every trial, and ``finish()`` restores the state the gradient point left behind.
+
+    ``forwards`` and ``backwards`` count what the closure really ran.
     """
 
-    def __init__(self, closure: Callable[[], Any], same_randomness: bool, sign: float = 1.0) -> None:
+    def __init__(
+        self,
+        closure: Callable[[], Any],
+        same_randomness: bool,
+        sign: float = 1.0,
+        params: Sequence[Tensor] = (),
+    ) -> None:
         self.closure = closure
         self.same_randomness = same_randomness
         self.sign = sign
-        self.forwards = 0
-        self.backwards = 0
+        self._forwards = 0
+        self._backwards = 0
+        self._loss_only = LossOnlyCaller(closure, params)
         self._before: RNGState | None = None
         self._after: RNGState | None = None
+
+    @property
+    def forwards(self) -> int:
+        """Closure calls so far (forward passes, including a torch-style closure's first attempt)."""
+        return self._forwards + self._loss_only.forwards
+
+    @property
+    def backwards(self) -> int:
+        """Closure calls so far that ran under ``enable_grad`` (and so back-propagated)."""
+        return self._backwards + self._loss_only.backwards
 
     def gradient_point(self) -> Any:
         """The closure at the current point with gradients; returns its loss as given."""
@@ -270,8 +275,8 @@ class TrialEvaluator:
             loss = self.closure()
         if self.same_randomness:
             self._after = RNGState.capture()
-        self.forwards += 1
-        self.backwards += 1
+        self._forwards += 1
+        self._backwards += 1
         return loss
 
     def _rewind(self) -> None:
@@ -279,11 +284,9 @@ class TrialEvaluator:
             self._before.restore()
 
     def loss_at_trial(self) -> float:
-        """The signed loss at the parameters as they are now, forward only."""
+        """The signed loss at the parameters as they are now; ``.grad`` is left as it was."""
         self._rewind()
-        with torch.no_grad():
-            value = as_float(self.closure())
-        self.forwards += 1
+        value = as_float(self._loss_only())
         return self.sign * value
 
     def loss_and_grad_at_trial(self) -> float:
@@ -291,8 +294,8 @@ class TrialEvaluator:
         self._rewind()
         with torch.enable_grad():
             value = as_float(self.closure())
-        self.forwards += 1
-        self.backwards += 1
+        self._forwards += 1
+        self._backwards += 1
         return self.sign * value
 
     def finish(self) -> None:

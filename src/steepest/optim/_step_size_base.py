@@ -63,6 +63,13 @@ class StepSizeOptimizer(SteepestOptimizer):
     With ``same_randomness=True`` (default) the torch RNG state is restored before every trial
     call, so dropout draws the same masks at every trial as at the gradient point.
 
+    A torch-style closure (``loss.backward()`` unconditionally, as PyTorch's docs write one for
+    LBFGS) takes the same steps: a loss-only trial finds it out (its first call stops at
+    ``backward()``), and runs it under ``enable_grad`` from then on, so each trial costs a
+    backward pass too (``n_backwards`` counts them). Loss-only trials leave ``.grad`` as the
+    gradient point set it, whichever the style (the step reads its own copy of that gradient),
+    so after a line-search step ``.grad`` holds the gradient at the step's starting point.
+
     ``torch.amp.GradScaler`` is refused with a clear ``RuntimeError`` (see
     :func:`~steepest.optim._linesearch.refuse_grad_scaler`); bfloat16 autocast needs no scaler
     and works.
@@ -126,7 +133,8 @@ class StepSizeOptimizer(SteepestOptimizer):
             )
         settings = self.param_groups[0]
         sign = -1.0 if settings["maximize"] else 1.0
-        evaluator = TrialEvaluator(closure, self._same_randomness(), sign)
+        params = [p for group in self.param_groups for p in group["params"]]
+        evaluator = TrialEvaluator(closure, self._same_randomness(), sign, params)
         loss = evaluator.gradient_point()
         entries = self._entries(sign)
         if entries:

@@ -322,13 +322,16 @@ class BlockLLM(SteepestOptimizer):
         """Update the selected tensors; probe and re-select on schedule.
 
         Args:
-            closure: optional; its loss is recorded as by :meth:`record_loss`.
+            closure: optional; runs under ``torch.enable_grad()`` (it back-propagates). The loss
+                it returns is recorded as by :meth:`record_loss`; a closure returning None (it
+                only computes gradients) records nothing, as a step without a closure.
         """
         loss = None
         if closure is not None:
             with torch.enable_grad():
                 loss = closure()
-            self.record_loss(loss)
+            if loss is not None:
+                self.record_loss(loss)
         self._record_grad_norms()
         super().step()
         self._selector["count"].add_(1)

@@ -41,6 +41,10 @@ class ForwardGradient(ZerothOrderOptimizer):
     or a detached copy), and must return the loss tensor as computed: ``.detach()``,
     ``.item()`` or ``float()`` drop the tangent (under ``torch.no_grad()`` they are not needed
     anyway). A loss without a tangent raises ``RuntimeError`` rather than silently not training.
+    A torch-style closure (unconditional ``loss.backward()``) gives the same step, at the cost of
+    a forward pass that stops at its ``backward()`` and then a forward and a backward under
+    ``torch.enable_grad()`` (:class:`~steepest.optim._closures.LossOnlyCaller`); ``.grad`` is
+    left as it was either way.
 
     Memory: the parameters, all tangents :math:`v` (one model copy, alive during the forward
     pass) and the forward pass's activations with their tangents; no backward graph. State per
@@ -91,7 +95,8 @@ class ForwardGradient(ZerothOrderOptimizer):
 
         Args:
             closure: runs the forward pass on the parameters and returns the loss (called once,
-                under ``torch.no_grad()``, inside a forward-AD dual level). Required.
+                under ``torch.no_grad()``, inside a forward-AD dual level; a torch-style closure
+                that always back-propagates also works, at a backward pass). Required.
 
         Returns:
             The loss at the current parameters (its primal value).
@@ -100,9 +105,10 @@ class ForwardGradient(ZerothOrderOptimizer):
             raise RuntimeError(
                 f"{type(self).__name__}.step requires a closure that runs the forward pass and returns the loss"
             )
+        loss_only = self._loss_only(closure)
         active = self._active()
         if not active:
-            return closure()
+            return loss_only()
         self._advance_seeds(active)
         tangents = [direction(entry.param, entry.seed) for entry in active]
         with fwad.dual_level():
@@ -110,7 +116,7 @@ class ForwardGradient(ZerothOrderOptimizer):
                 # Adding a dual -0.0 gives the parameter its tangent and leaves every bit of its
                 # value as it is (x + -0.0 == x, signed zeros included).
                 entry.param.add_(fwad.make_dual(torch.full_like(entry.param, -0.0), tangent))
-            loss = closure()
+            loss = loss_only()
             primal, derivative = self._unpack(loss)
         for entry, tangent in zip(active, tangents, strict=True):
             d = derivative.to(entry.param.device)

@@ -18,6 +18,7 @@ import torch
 from torch import Tensor
 
 from steepest.optim._base import SCALAR_DTYPE, Capabilities, ParamGroup, StateSpec, SteepestOptimizer, zeros_state
+from steepest.optim._closures import LossOnlyCaller
 from steepest.optim._functional import is_dtensor
 from steepest.optim._validation import POSITIVE, Boolean, Integer, Rule
 
@@ -145,10 +146,18 @@ class ZerothOrderOptimizer(SteepestOptimizer):
     in-place round trip and the loss of small updates in low precision both disappear, at 4 bytes
     per parameter entry.
 
-    The closure contract (the library's one rule): the closure runs the forward pass and returns
-    the loss; it is called under ``torch.no_grad()`` (so it never back-propagates), twice per
-    step. It should be deterministic given the parameters (put the model in ``eval()`` mode or
-    fix the dropout seed): the two evaluations must see the same batch and the same randomness.
+    The closure contract (the library's one rule): the closure runs the forward pass, calls
+    ``loss.backward()`` only ``if torch.is_grad_enabled()`` (or never), and returns the loss; it
+    is called under ``torch.no_grad()``, twice per step. It should be deterministic given the
+    parameters (put the model in ``eval()`` mode or fix the dropout seed): the two evaluations
+    must see the same batch and the same randomness.
+
+    A torch-style closure (``zero_grad()``, loss, unconditional ``loss.backward()``, as PyTorch's
+    docs write one for LBFGS) gives the same step at a cost: its first call of each step stops at
+    ``backward()`` (under ``no_grad``), and from then on it runs under ``torch.enable_grad()``, a
+    forward and a backward pass per evaluation, the gradients thrown away
+    (:class:`~steepest.optim._closures.LossOnlyCaller`). Either way ``.grad`` is left exactly as
+    the caller had it: these methods never read it.
     """
 
     capabilities: ClassVar[Capabilities] = Capabilities(requires_closure=True, gradient_free=True)
@@ -254,7 +263,8 @@ class ZerothOrderOptimizer(SteepestOptimizer):
 
         Args:
             closure: runs the forward pass on the current parameters and returns the loss
-                (called twice, under ``torch.no_grad()``). Required.
+                (called twice, under ``torch.no_grad()``; a torch-style closure that always
+                back-propagates also works, at a backward pass per call). Required.
 
         Returns:
             The loss at the ``+eps`` point, as the closure returned it (the official code's
@@ -265,20 +275,21 @@ class ZerothOrderOptimizer(SteepestOptimizer):
             raise RuntimeError(
                 f"{type(self).__name__}.step requires a closure that runs the forward pass and returns the loss"
             )
+        loss_only = self._loss_only(closure)
         active = self._active()
         if not active:
-            return closure()
+            return loss_only()
         self._advance_seeds(active)
         self._prepare(active)
         self._perturb(active, 1.0, 1.0)
         try:
-            loss_plus = closure()
+            loss_plus = loss_only()
         except BaseException:
             self._perturb(active, -1.0, 0.0)  # leave the parameters where they were
             raise
         self._perturb(active, -2.0, -1.0)
         try:
-            loss_minus = closure()
+            loss_minus = loss_only()
         except BaseException:
             self._perturb(active, 1.0, 0.0)
             raise
@@ -297,6 +308,10 @@ class ZerothOrderOptimizer(SteepestOptimizer):
             if entry.master is not None:
                 entry.param.copy_(entry.master)
         return loss_plus
+
+    def _loss_only(self, closure: Callable[[], Any]) -> LossOnlyCaller:
+        """The closure as this step calls it: for the loss only, leaving every ``.grad`` as it was."""
+        return LossOnlyCaller(closure, [p for group in self.param_groups for p in group["params"]])
 
     @abstractmethod
     def _update_param(self, entry: ActiveParam, g: Tensor) -> None:
@@ -364,7 +379,9 @@ class MeZO(ZerothOrderOptimizer):
             foreach path would hold every ``z`` at once (a full copy of the model).
 
     Requirements: a closure that runs the forward pass and returns the loss (called twice per
-    step under ``torch.no_grad()``); ``step()`` without one raises ``RuntimeError``.
+    step under ``torch.no_grad()``; a torch-style closure with an unconditional ``backward()``
+    works too, at a backward pass per call, see :class:`ZerothOrderOptimizer`); ``step()``
+    without one raises ``RuntimeError``. ``.grad`` is never read and is left as it was.
 
     Example:
         >>> import torch, steepest

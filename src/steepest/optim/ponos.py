@@ -62,7 +62,8 @@ class PoNoS(StepSizeOptimizer):
     ``lr=10`` (``max_eta``), ``min_eta=1e-6``, ``f_star=0``, ``save_backtracks=True``, 100 trials.
 
     Closure contract: see :class:`~steepest.optim._step_size_base.StepSizeOptimizer` (trials
-    under ``torch.no_grad()``, same batch, same RNG state with ``same_randomness``).
+    under ``torch.no_grad()``, same batch, same RNG state with ``same_randomness``; a
+    torch-style closure takes the same steps at a backward pass per trial).
 
     Differences from the code: ``f_star`` is used in the Polyak step (the code takes
     :math:`f^* = 0` and ignores its ``f_star`` argument; the default 0 is identical); with

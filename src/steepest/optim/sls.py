@@ -101,7 +101,9 @@ class SLS(StepSizeOptimizer):
 
     Closure contract: see :class:`~steepest.optim._step_size_base.StepSizeOptimizer`: the
     closure back-propagates only under grad mode; trial points are evaluated under
-    ``torch.no_grad()`` on the same batch, with the same RNG state (``same_randomness``).
+    ``torch.no_grad()`` on the same batch, with the same RNG state (``same_randomness``). A
+    torch-style closure (unconditional ``loss.backward()``) takes the same steps, at a backward
+    pass per trial; ``.grad`` is left at the gradient of the step's starting point.
 
     Differences from the paper and code:
         * The paper's appendix evaluates the line search on an independent batch; the code (and

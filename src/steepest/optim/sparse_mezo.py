@@ -80,7 +80,9 @@ class SparseMeZO(ZerothOrderOptimizer):
         foreach: accepted; both paths are the same per-tensor loop.
 
     Requirements: a closure that runs the forward pass and returns the loss (called twice per
-    step under ``torch.no_grad()``).
+    step under ``torch.no_grad()``; a torch-style closure with an unconditional ``backward()``
+    works too, at a backward pass per call, see
+    :class:`~steepest.optim.mezo.ZerothOrderOptimizer`). ``.grad`` is left as it was.
     """
 
     hyperparameter_rules: ClassVar[Mapping[str, Rule]] = {**ZO_RULES, "sparsity": UNIT_OPEN}

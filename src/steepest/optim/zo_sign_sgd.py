@@ -48,7 +48,9 @@ class ZOSignSGD(ZerothOrderOptimizer):
         foreach: accepted; both paths are the same per-tensor loop.
 
     Requirements: a closure that runs the forward pass and returns the loss (called twice per
-    step under ``torch.no_grad()``).
+    step under ``torch.no_grad()``; a torch-style closure with an unconditional ``backward()``
+    works too, at a backward pass per call, see
+    :class:`~steepest.optim.mezo.ZerothOrderOptimizer`). ``.grad`` is left as it was.
     """
 
     def __init__(
