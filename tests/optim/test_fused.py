@@ -101,14 +101,8 @@ def _variants() -> list[Any]:
 
 
 @pytest.fixture(autouse=True)
-def _fresh_dynamo(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
-    """Each test starts with empty dynamo caches and counters (recompile limits are per code object).
-
-    The test problems' tensors are small, so every tensor is compiled here (``FUSED_MIN_TENSOR_NUMEL``
-    0): the matrix checks the compiled update itself. The split into compiled and foreach tensors
-    has its own test below.
-    """
-    monkeypatch.setattr(_fused, "FUSED_MIN_TENSOR_NUMEL", 0)
+def _fresh_dynamo() -> Iterator[None]:
+    """Each test starts with empty dynamo caches and counters, and fails on a fallback warning."""
     torch._dynamo.reset()
     counters.clear()
     with warnings.catch_warnings():
@@ -312,17 +306,13 @@ def test_compile_failure_falls_back_to_foreach_with_one_warning(monkeypatch: pyt
         assert torch.equal(fused, foreach)
 
 
-def test_fused_none_follows_the_documented_size_rule(monkeypatch: pytest.MonkeyPatch) -> None:
-    params = make_params(torch.float32)
-    numel = sum(p.numel() for p in params)
-    for threshold, expect_fused in ((numel + 1, False), (numel, True)):
-        monkeypatch.setattr(_fused, "FUSED_AUTO_MIN_NUMEL", threshold)
-        opt = steepest.Lion(params, lr=0.01)
-        assert opt._use_fused(opt.param_groups[0], params) is expect_fused
-    # An explicit foreach=True or False keeps that path whatever the size.
-    for foreach in (True, False):
-        opt = steepest.Lion(params, lr=0.01, foreach=foreach)
-        assert opt._use_fused(opt.param_groups[0], params) is False
+def test_fused_is_opt_in() -> None:
+    """``fused=None`` (the default) is the foreach path, whatever the size, as in torch."""
+    params = [torch.nn.Parameter(torch.zeros(1 << 25))]
+    for fused, expect in ((None, False), (False, False), (True, True)):
+        opt = steepest.Lion(params, lr=0.01, fused=fused)
+        assert opt._use_fused(opt.param_groups[0]) is expect
+    assert steepest.Lion.hyperparameter_defaults["fused"] is None
 
 
 def test_compiled_update_is_shared_by_instances() -> None:
@@ -384,35 +374,110 @@ def test_norms_accumulate_in_float64_inside_a_compiled_cpu_update(dtype: torch.d
     torch.testing.assert_close(compiled, expected, rtol=1e-12, atol=0)
 
 
-@pytest.mark.parametrize("key", ["lion", "adam_mini", "lamb", "scale"])
-def test_small_tensors_take_the_foreach_path_inside_a_fused_step(key: str, monkeypatch: pytest.MonkeyPatch) -> None:
-    """Tensors under ``FUSED_MIN_TENSOR_NUMEL`` are updated by the foreach path, the rest compiled.
+def test_every_tensor_is_compiled_even_small_ones(monkeypatch: pytest.MonkeyPatch) -> None:
+    """``fused=True`` compiles every tensor of the step, the 4-element vector included."""
+    seen: list[int] = []
+    compiled = _fused.compiled_step
 
-    The trajectory still matches the per-tensor path, and the compiled graph sees only the large
-    tensors (its inputs hold no tensor of the small size).
-    """
-    params = make_params(torch.float64)
-    sizes = sorted({p.numel() for p in params})
-    assert len(sizes) >= 2, "the test problem needs tensors of two sizes"
-    monkeypatch.setattr(_fused, "FUSED_MIN_TENSOR_NUMEL", sizes[-1])
-    kwargs = DB[key].variants[0]
-    expected = _trajectory(key, kwargs, torch.float64, 6, foreach=False)
-    seen: list[tuple[int, ...]] = []
-    compiled = _fused.compiled_update
+    def recording(cls: type, layout: Any) -> Any:
+        step = compiled(cls, layout)
 
-    def recording(cls: type) -> Any:
-        update = compiled(cls)
-
-        def run(optimizer: Any, group: Any, params: list[Tensor], *rest: Any) -> Any:
-            seen.extend(p.numel() for p in params)
-            return update(optimizer, group, params, *rest)
+        def run(optimizer: Any, views: Any, params: list[list[Tensor]], *rest: Any) -> Any:
+            seen.extend(p.numel() for bucket in params for p in bucket)
+            return step(optimizer, views, params, *rest)
 
         return run
 
-    monkeypatch.setattr(_fused, "compiled_update", recording)
-    actual = _trajectory(key, kwargs, torch.float64, 6, fused=True)
-    _assert_close(expected, actual, rtol=1e-12, atol=1e-14)
-    assert seen and set(seen) == {sizes[-1]}, seen
+    monkeypatch.setattr(_fused, "compiled_step", recording)
+    params = make_params(torch.float64)
+    opt = steepest.Lion(params, lr=0.01, fused=True)
+    take_step(opt, params, lambda: SumOfQuadratics().loss(params))
+    assert sorted(seen) == sorted(p.numel() for p in params)
+    assert counters["stats"]["unique_graphs"] == 1
+
+
+def _distinct_groups(count: int, dtype: torch.dtype = torch.float32) -> list[torch.nn.Parameter]:
+    gen = torch.Generator().manual_seed(0)
+    return [torch.nn.Parameter(torch.randn(3 + i, 2 + i % 3, generator=gen, dtype=dtype)) for i in range(count)]
+
+
+def test_many_groups_of_distinct_shapes_compile_one_graph_without_the_recompile_limit() -> None:
+    """10 groups of distinct shapes: one graph for the whole step, equal to the per-tensor step."""
+    results = []
+    for path in ({"foreach": False}, {"fused": True}):
+        params = _distinct_groups(10, torch.float64)
+        opt = steepest.Lion([{"params": [p], "lr": 0.01 * (i + 1)} for i, p in enumerate(params)], **path)
+        for step in range(3):
+            for i, p in enumerate(params):
+                p.grad = torch.full_like(p, float(i - 4.5 + step))
+            opt.step()
+        results.append([p.detach().clone() for p in params])
+    for eager, fused in zip(*results, strict=True):
+        torch.testing.assert_close(fused, eager, rtol=1e-12, atol=1e-14)
+    assert counters["stats"]["unique_graphs"] == 1
+
+
+def _recompile_limited_backend(gm: torch.fx.GraphModule, example_inputs: list[torch.Tensor]) -> Any:
+    raise torch._dynamo.exc.FailOnRecompileLimitHit("recompile limit reached (as dynamo raises it)")
+
+
+def _first_call_records_whether_written(
+    update_group: Any, param: Tensor, before: Tensor, written: list[bool]
+) -> Any:
+    """``update_group`` that, on its first call (the foreach fallback's start), records whether ``param`` moved."""
+
+    def eager(group: Any, *rest: Any) -> None:
+        if not written:
+            written.append(not torch.equal(param, before))
+        update_group(group, *rest)
+
+    return eager
+
+
+@pytest.mark.parametrize("backend", [_recompile_limited_backend, "broken-midway"])
+def test_a_step_whose_compilation_fails_writes_nothing_before_it_falls_back(
+    backend: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Any failure of the compiled step leaves every parameter and state tensor bitwise as it was.
+
+    ``broken-midway`` compiles the first group's update and fails in the middle of the step's graph
+    (at the 9th of 10 groups, where dynamo's recompile limit used to stop a per-group compile);
+    then the whole step runs on the foreach path, so it equals a foreach step exactly.
+    """
+    if backend == "broken-midway":
+        real_update = steepest.Lion._single_tensor_update
+
+        def update(self: Any, group: Any, params: Any, grads: Any, states: Any) -> None:
+            if torch.compiler.is_compiling() and params[0].shape[0] == 11:  # the 9th group's tensor
+                raise RuntimeError("compilation failed at the 9th group")
+            real_update(self, group, params, grads, states)
+
+        monkeypatch.setattr(steepest.Lion, "_single_tensor_update", update)
+    else:
+        monkeypatch.setattr(_fused, "COMPILE_BACKEND", backend)
+    warnings.simplefilter("ignore", _fused.FusedFallbackWarning)
+    runs = []
+    for path in ({"fused": True}, {"foreach": True}):
+        params = _distinct_groups(10)
+        opt = steepest.Lion([{"params": [p]} for p in params], lr=0.01, **path)
+        for p in params:
+            p.grad = torch.ones_like(p)
+        opt.step()  # state now exists on both paths (the fused one fell back at once)
+        if path.get("fused"):
+            del opt._fused_unavailable  # try to compile again, and fail again
+        before = [p.detach().clone() for p in params], copy.deepcopy(opt.state_dict()["state"])
+        written: list[bool] = []
+        eager = _first_call_records_whether_written(opt._update_group, params[0], before[0][0], written)
+        opt._update_group = eager  # type: ignore[method-assign]
+        opt.step()
+        assert written and not any(written)
+        runs.append(([p.detach().clone() for p in params], opt.state_dict()["state"]))
+    (fused_params, fused_state), (foreach_params, foreach_state) = runs
+    for a, b in zip(fused_params, foreach_params, strict=True):
+        assert torch.equal(a, b)
+    for key in foreach_state:
+        for name, value in foreach_state[key].items():
+            assert torch.equal(fused_state[key][name], value)
 
 
 def test_sophia_g_fused_matches_per_tensor_with_hessian_refreshes() -> None:

@@ -82,18 +82,18 @@ def test_inputs_written_back_twice_keep_their_order() -> None:
 
 
 def test_the_pass_is_in_the_fused_paths_inductor_options() -> None:
-    assert _fused.INDUCTOR_OPTIONS["post_grad_custom_post_pass"] is not None
-    assert write_backs_pass().uuid() == _fused.INDUCTOR_OPTIONS["post_grad_custom_post_pass"].uuid()
+    options = _fused.inductor_options()
+    assert options["post_grad_custom_post_pass"] is not None
+    assert write_backs_pass().uuid() == options["post_grad_custom_post_pass"].uuid()
 
 
 @pytest.mark.parametrize("name", ["LAMB", "LARS", "AdamMini"])
 def test_the_pass_moves_kernels_not_values(name: str, monkeypatch: pytest.MonkeyPatch) -> None:
     """Compiled with and without the pass, three steps agree bit for bit."""
     base = getattr(steepest, name)
-    without_pass = {k: v for k, v in _fused.INDUCTOR_OPTIONS.items() if k != "post_grad_custom_post_pass"}
     results = []
-    for options in (_fused.INDUCTOR_OPTIONS, without_pass):
-        monkeypatch.setattr(_fused, "INDUCTOR_OPTIONS", options)
+    for with_pass in (True, False):
+        monkeypatch.setattr(_fused, "WRITE_BACKS_PASS", with_pass)
         cls = type(f"{name}Copy", (base,), {})  # compiled per class: a fresh compilation per variant
         gen = torch.Generator().manual_seed(0)
         shapes = [(64, 32), (32,), (16, 64), (64, 32)]
@@ -101,14 +101,13 @@ def test_the_pass_moves_kernels_not_values(name: str, monkeypatch: pytest.Monkey
         kwargs = {"dim": 32, "n_heads": 4} if name == "AdamMini" else {}
         named = [(f"layers.{i}.mlp.up_proj.weight", p) for i, p in enumerate(params)]
         opt = cls(named if name == "AdamMini" else params, lr=1e-2, weight_decay=0.1, fused=True, **kwargs)
-        monkeypatch.setattr(_fused, "FUSED_MIN_TENSOR_NUMEL", 0)
         for _ in range(3):
             for p in params:
                 p.grad = torch.randn(p.shape, generator=gen)
             opt.step()
         results.append([p.detach().clone() for p in params])
-    for with_pass, without in zip(*results, strict=True):
-        assert torch.equal(with_pass, without)
+    for passed, without in zip(*results, strict=True):
+        assert torch.equal(passed, without)
 
 
 def test_lars_writes_each_tensor_right_after_its_norms() -> None:

@@ -377,6 +377,7 @@ class SteepestOptimizer(StateSpecMixin, Optimizer, metaclass=ABCMeta):
         gathered = [self._params_with_grad(group) for group in self.param_groups]
         if type(self)._prepare_step is not SteepestOptimizer._prepare_step:
             self._prepare_step([g for _, grads in gathered for g in grads])
+        jobs = []
         for group, (params, grads) in zip(self.param_groups, gathered, strict=True):
             if not params:
                 continue
@@ -388,7 +389,8 @@ class SteepestOptimizer(StateSpecMixin, Optimizer, metaclass=ABCMeta):
                 states.append(state)
             if group["maximize"]:
                 grads = list(torch._foreach_neg(grads))
-            self._update_group(group, params, grads, states)
+            jobs.append((group, params, grads, states))
+        self._update_groups(jobs)
         return loss
 
     def _params_with_grad(self, group: ParamGroup) -> tuple[list[Tensor], list[Tensor]]:
@@ -412,16 +414,11 @@ class SteepestOptimizer(StateSpecMixin, Optimizer, metaclass=ABCMeta):
     def _use_foreach(self, group: ParamGroup) -> bool:
         return self.capabilities.supports_foreach and group["foreach"] is not False
 
-    def _use_fused(self, group: ParamGroup, params: list[Tensor]) -> bool:
-        """``fused=True``, or ``fused=None`` under the rule of :func:`steepest.optim._fused.auto_fused`."""
+    def _use_fused(self, group: ParamGroup) -> bool:
+        """Whether ``group`` takes the compiled path: ``fused=True`` (opt-in; ``None`` means not fused)."""
         if not self.capabilities.supports_fused or getattr(self, "_fused_unavailable", None) is not None:
             return False
-        if not self.fused_applies(group):
-            return False
-        fused = group["fused"]
-        if fused is None:  # an explicit foreach=True/False is a request for that path
-            return group["foreach"] is None and _fused.auto_fused(params)
-        return bool(fused)
+        return bool(group["fused"]) and self.fused_applies(group)
 
     def fused_applies(self, group: ParamGroup) -> bool:
         """Whether ``group``'s update can be fused; optimizers with projected groups say no for those.
@@ -444,30 +441,37 @@ class SteepestOptimizer(StateSpecMixin, Optimizer, metaclass=ABCMeta):
         """Names of the real-valued hyperparameters (passed as tensors to the fused path)."""
         return self._real_hyperparameters
 
+    def _update_groups(self, jobs: list[tuple[ParamGroup, list[Tensor], list[Tensor], list[dict[str, Any]]]]) -> None:
+        """Update every ``(group, params, grads, states)`` job of one step: the fused ones first, together.
+
+        The groups that take the fused path are updated by one compiled call (all of them or, when
+        compilation fails, none: they then take the foreach path, in the same step); every other
+        group by :meth:`_update_group`.
+        """
+        fused = [job for job in jobs if self._use_fused(job[0])]
+        if fused:
+            position = {id(g): i for i, g in enumerate(self.param_groups)}
+            tasks: list[_fused.Task] = []
+            for group, params, grads, states in fused:
+                whole = self.foreach_whole_group
+                buckets = [(params, grads, states)] if whole else device_dtype_buckets(params, grads, states)
+                tasks += [(position[id(group)], group, *bucket) for bucket in buckets]
+            if _fused.fused_step(self, tasks):
+                done = {id(job[0]) for job in fused}
+                jobs = [job for job in jobs if id(job[0]) not in done]
+        for group, params, grads, states in jobs:
+            self._update_group(group, params, grads, states)
+
     def _update_group(
         self, group: ParamGroup, params: list[Tensor], grads: list[Tensor], states: list[dict[str, Any]]
     ) -> None:
-        """Update one param group: fused or foreach per (device, dtype) bucket, or the per-tensor path.
+        """Update one param group eagerly: foreach per (device, dtype) bucket, or the per-tensor path.
 
-        With ``foreach_whole_group`` the foreach and fused paths get the whole group in one call.
+        With ``foreach_whole_group`` the foreach path gets the whole group in one call. A tensor
+        ``lr`` (or other real hyperparameter) is read once here, as a Python float, so the eager
+        arithmetic is the same whichever form the value has.
         """
-        if self._use_fused(group, params):
-            index = next(i for i, g in enumerate(self.param_groups) if g is group)
-            if self.foreach_whole_group:
-                buckets = [(params, grads, states)]
-            else:
-                buckets, small = _fused.split_small_tensors(device_dtype_buckets(params, grads, states))
-                for rest in small:  # foreach unless the user asked for the loop (foreach=False)
-                    if self._use_foreach(group):
-                        self._foreach_bucket(group, *rest)
-                    else:
-                        self._single_tensor_update(group, *rest)
-            for done, (bucket_params, bucket_grads, bucket_states) in enumerate(buckets):
-                if not _fused.fused_update(self, index, group, bucket_params, bucket_grads, bucket_states):
-                    for rest in buckets[done:]:
-                        self._foreach_bucket(group, *rest)
-                    return
-            return
+        group = host_scalars(group, self.real_hyperparameters())
         if not self._use_foreach(group):
             self._single_tensor_update(group, params, grads, states)
             return
@@ -510,6 +514,18 @@ class SteepestOptimizer(StateSpecMixin, Optimizer, metaclass=ABCMeta):
         parts = [f"{name} (like the parameter)" for name in cls.param_state]
         parts += [f"{name} (scalar)" for name in cls.scalar_state]
         return ", ".join(parts) if parts else "none"
+
+
+def host_scalars(group: ParamGroup, names: frozenset[str]) -> ParamGroup:
+    """``group`` with each tensor-valued hyperparameter among ``names`` read as a Python float.
+
+    A scheduler may keep ``lr`` as a 1-element tensor (torch's convention for a compiled step);
+    the eager update paths compute with floats. ``group`` itself when nothing is a tensor.
+    """
+    tensors = [name for name in names if isinstance(group.get(name), Tensor)]
+    if not tensors:
+        return group
+    return {**group, **{name: float(group[name].reshape(()).item()) for name in tensors}}
 
 
 def _declares_hyperparameters(cls: type[SteepestOptimizer]) -> bool:

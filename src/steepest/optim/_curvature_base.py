@@ -104,6 +104,7 @@ class HutchinsonOptimizer(RankAveraging, SteepestOptimizer):
             release_graph([p for params, _ in gathered for p in params])
         self._average_over_ranks([p.grad for params, _ in gathered for p in params if p.grad is not None])
         try:
+            jobs = []
             for group, (params, _) in zip(self.param_groups, gathered, strict=True):
                 if not params:
                     continue
@@ -117,7 +118,8 @@ class HutchinsonOptimizer(RankAveraging, SteepestOptimizer):
                     states.append(state)
                 if group["maximize"]:
                     grads = list(torch._foreach_neg(grads))
-                self._update_group(group, params, grads, states)
+                jobs.append((group, params, grads, states))
+            self._update_groups(jobs)
         finally:
             self._hessian = {}
         return loss

@@ -23,56 +23,44 @@ where the eager path computes it in double on the host. The fused and per-tensor
 therefore agree to rounding: the conformance matrix checks float64 to 1e-12 and float32 to 1e-5
 relative.
 
-Compilation cost: the first fused step of each (optimizer class, group layout, dtype, device)
-signature compiles. On the 2-core CPU machine, for 84 transformer-shaped tensors (24.2M
-parameters; the 32 matrices compiled, the 52 vectors under :data:`FUSED_MIN_TENSOR_NUMEL`
-elements on the foreach path): 5-40 s with a cold cache (seen: SignSGD 5 s, Signum 7 s, LARS
-16 s, FRUGAL's and GaLore's dense AdamW 19-22 s, diffGrad 23 s, LAMB 31 s, AdaBelief 35 s, Adan
-39 s; bias corrections add scalar graph nodes per tensor). With all 84 tensors compiled it was
-10-140 s (SignSGD 11 s, Lion 25 s, SCALE 45 s, Adam-mini 56-72 s, Adan 111 s). 1-6 s when
-inductor's on-disk FX graph cache already holds the kernels (a second run of the same model). A
-tiny model takes 1-5 s cold.
-Later steps reuse the compiled code: dynamo caches it on the update's code object and guards on
-the tensors' shapes, dtypes and devices and on the non-float hyperparameters. Inductor's FX graph
-cache (on by default; directory ``TORCHINDUCTOR_CACHE_DIR``) carries kernels across runs.
+One compiled call per step: the updates of every fusing param group (each device and dtype
+bucket of it) run inside one graph (:func:`fused_step`). Dynamo compiles the whole graph before it
+runs any of it, so a step is applied to every fused group or, when compilation fails, to none, and
+the foreach path then takes the step. Each layout of a step (the groups, their tensors' shapes,
+dtypes and devices) gets a code object of its own, so dynamo's recompile limit (8 graphs per code
+object) is never reached by a model with many groups or shapes; a layout compiles once, and a
+second optimizer instance with the same layout reuses its graph.
 
-Fallback: when compilation is unavailable (no C++ compiler or Triton, an unsupported Python, a
-graph break in an update, dynamo's recompile limit reached), the optimizer warns once
-(:class:`FusedFallbackWarning`) with the reason and runs its foreach path from then on. Nothing
-has been modified when compilation fails: dynamo compiles the whole graph before running it.
+``fused=True`` is opt-in (``fused=None``, the default, means the foreach path, as in torch): the
+compiled path has not yet run on a GPU, and its first step compiles. Every tensor is compiled,
+whatever its size.
+
+Compilation cost: the first fused step of each (optimizer class, layout) compiles. On the 2-core
+CPU machine, for 84 transformer-shaped tensors (24.2M parameters): 10-140 s with a cold cache
+(SignSGD 11 s, Lion 25 s, SCALE 45 s, Adam-mini 56-72 s, Adan 111 s; bias corrections add scalar
+graph nodes per tensor). 1-6 s when inductor's on-disk FX graph cache already holds the kernels
+(a second run of the same model). A tiny model takes 1-5 s cold.
+Later steps reuse the compiled code: dynamo guards on the tensors' shapes, dtypes and devices and
+on the non-float hyperparameters. Inductor's FX graph cache (on by default; directory
+``TORCHINDUCTOR_CACHE_DIR``) carries kernels across runs.
+
+Fallback: when compilation fails for any reason (no C++ compiler or Triton, an unsupported
+Python, a graph break in an update, dynamo's recompile limit), the optimizer warns once
+(:class:`FusedFallbackWarning`) with the reason and runs its foreach path from then on, starting
+with the step that failed. Nothing has been modified when compilation fails.
+
+Importing this module imports neither dynamo nor inductor: they load on the first fused step.
 """
 
 from __future__ import annotations
 
+import types
 import warnings
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 import torch
 from torch import Tensor
-
-from steepest.optim._write_backs import write_backs_pass
-
-#: ``fused=None`` picks the fused path for a group holding at least this many elements, whose
-#: parameters are all on one device type with a compile backend, and whose ``foreach`` is ``None``
-#: (an explicit ``foreach=True`` or ``False`` asks for that path). At 16.8M elements the step time
-#: saved on this project's 2-core CPU machine (~1.5 ms per million elements for Lion and AdamW-like
-#: updates, benchmarks/step_time.py) repays a cold compile (5-40 s) within a few hundred to a few
-#: thousand steps; below it a run may be too short to.
-FUSED_AUTO_MIN_NUMEL = 1 << 24
-
-#: Tensors with fewer elements than this take the foreach path inside a fused step (unless the
-#: optimizer's update spans the whole group, ``foreach_whole_group``). A compiled update pays a
-#: fixed cost per tensor (its scalar kernels, their thread barriers, the wrapper's buffer and view
-#: calls: 15-30 us on the 2-core CPU) that its saved bandwidth only repays above ~16K elements;
-#: the foreach path handles the small ones (norm gains, biases) in a few multi-tensor calls.
-#: Measured on the 24.2M benchmark model (84 tensors, 52 of them vectors of at most 2,048
-#: elements), step time with the split over step time with every tensor compiled, alternated in
-#: one process: SCALE 0.92, Lion 0.99, Adam-mini 1.00. 0 compiles every tensor.
-FUSED_MIN_TENSOR_NUMEL = 1 << 14
-
-#: Device types on which ``fused=None`` may pick the fused path (inductor has a backend there).
-FUSED_AUTO_DEVICE_TYPES = frozenset({"cpu", "cuda"})
 
 #: The torch.compile backend used for fused steps; tests replace it to exercise the fallback.
 COMPILE_BACKEND: str | Callable[..., Any] = "inductor"
@@ -95,25 +83,77 @@ COMPILE_BACKEND: str | Callable[..., Any] = "inductor"
 #: update that takes a norm before it writes (LARS) runs each tensor's norm and write passes back
 #: to back, where the second finds the tensor in the last-level cache, instead of all norms first.
 INDUCTOR_OPTIONS: dict[str, Any] = {"realize_reads_threshold": 100, "size_asserts": False}
-if (_write_backs_pass := write_backs_pass()) is not None:
-    INDUCTOR_OPTIONS["post_grad_custom_post_pass"] = _write_backs_pass
+
+#: Whether the inductor options carry the write-back pass (tests turn it off to compare).
+WRITE_BACKS_PASS = True
+
+
+def inductor_options() -> dict[str, Any]:
+    """:data:`INDUCTOR_OPTIONS`, plus the write-back pass where this torch supports custom passes.
+
+    Built on the first fused step, so that importing steepest does not import inductor.
+    """
+    options = dict(INDUCTOR_OPTIONS)
+    if WRITE_BACKS_PASS:
+        from steepest.optim._write_backs import write_backs_pass
+
+        if (write_backs := write_backs_pass()) is not None:
+            options["post_grad_custom_post_pass"] = write_backs
+    return options
 
 
 class FusedFallbackWarning(RuntimeWarning):
     """A ``fused`` optimizer could not compile its update and runs its foreach path instead."""
 
 
-_COMPILED: dict[tuple[type, Any], Callable[..., Any]] = {}
+#: A fused step's task: (param group index, group, params, grads, states) of one bucket.
+Task = tuple[int, Mapping[str, Any], list[Tensor], list[Tensor], list[dict[str, Any]]]
+
+_COMPILED: dict[tuple[Any, ...], Callable[..., Any]] = {}
 
 
-def compiled_update(cls: type) -> Callable[..., Any]:
-    """``cls._single_tensor_update`` compiled with the current backend (one wrapper per class)."""
-    key = (cls, COMPILE_BACKEND)
+def _update_every_bucket(update: Callable[..., None]) -> Callable[..., None]:
+    """The body of a fused step: ``update`` (a per-tensor update) on each bucket, in one graph.
+
+    ``update`` is a closure variable, not looked up from ``type(optimizer)``: that lookup makes
+    dynamo guard on the optimizer object itself, and every new instance would compile anew.
+    """
+
+    def body(
+        optimizer: Any,
+        views: list[dict[str, Any]],
+        params: list[list[Tensor]],
+        grads: list[list[Tensor]],
+        states: list[list[dict[str, Any]]],
+    ) -> None:
+        for view, bucket_params, bucket_grads, bucket_states in zip(views, params, grads, states, strict=True):
+            update(optimizer, view, bucket_params, bucket_grads, bucket_states)
+
+    return body
+
+
+def layout_key(tasks: Sequence[Task]) -> tuple[Any, ...]:
+    """What makes a step a different graph: each bucket's group index and tensors' shapes, dtypes, devices."""
+    return tuple(
+        (index, tuple((p.shape, p.dtype, p.device) for p in params)) for index, _, params, _, _ in tasks
+    )
+
+
+def compiled_step(cls: type, layout: tuple[Any, ...]) -> Callable[..., Any]:
+    """The fused step of ``cls`` for one ``layout``, compiled with the current backend.
+
+    Each layout compiles a copy of :func:`_update_every_bucket` with a code object of its own:
+    dynamo keeps its graphs and counts recompiles per code object, so a layout never evicts or
+    counts against another. Instances of ``cls`` with the same layout share the graph.
+    """
+    key = (cls, COMPILE_BACKEND, layout)
     if key not in _COMPILED:
-        update = cls._single_tensor_update  # type: ignore[attr-defined]
-        options = INDUCTOR_OPTIONS if COMPILE_BACKEND == "inductor" else None
+        body = _update_every_bucket(cls._single_tensor_update)  # type: ignore[attr-defined]
+        code = body.__code__.replace(co_name=f"{cls.__name__}_fused_step_{len(_COMPILED)}")
+        function = types.FunctionType(code, body.__globals__, code.co_name, body.__defaults__, body.__closure__)
+        options = inductor_options() if COMPILE_BACKEND == "inductor" else None
         _COMPILED[key] = torch.compile(
-            update, backend=COMPILE_BACKEND, fullgraph=True, dynamic=False, options=options
+            function, backend=COMPILE_BACKEND, fullgraph=True, dynamic=False, options=options
         )
     return _COMPILED[key]
 
@@ -172,7 +212,7 @@ class HyperparameterTensors:
         if tensor is None:
             tensor = self._tensors[key] = torch.zeros((), device=device, dtype=dtype)
         if isinstance(value, Tensor):
-            tensor.copy_(value)
+            tensor.copy_(value.detach().reshape(()))
         else:
             tensor.fill_(value)
         return tensor
@@ -180,40 +220,10 @@ class HyperparameterTensors:
 
 def _is_real(value: Any, ints_too: bool) -> bool:
     if isinstance(value, Tensor):
-        return value.dim() == 0 and value.is_floating_point()
+        return value.numel() == 1 and value.is_floating_point()
     if isinstance(value, bool):
         return False
     return isinstance(value, float) or (ints_too and isinstance(value, int))
-
-
-def auto_fused(params: Sequence[Tensor]) -> bool:
-    """The ``fused=None`` rule for one group's parameters (see :data:`FUSED_AUTO_MIN_NUMEL`)."""
-    if not params or not compile_supported():
-        return False
-    if len({p.device.type for p in params}) != 1 or params[0].device.type not in FUSED_AUTO_DEVICE_TYPES:
-        return False
-    return sum(p.numel() for p in params) >= FUSED_AUTO_MIN_NUMEL
-
-
-Bucket = tuple[list[Tensor], list[Tensor], list[dict[str, Any]]]
-
-
-def split_small_tensors(buckets: Sequence[Bucket]) -> tuple[list[Bucket], list[Bucket]]:
-    """Each bucket's tensors of at least :data:`FUSED_MIN_TENSOR_NUMEL` elements, and the rest.
-
-    Returns ``(compiled, small)``, empty buckets dropped; the order within a bucket is kept.
-    """
-    compiled: list[Bucket] = []
-    small: list[Bucket] = []
-    for params, grads, states in buckets:
-        large: list[int] = []
-        rest: list[int] = []
-        for i, p in enumerate(params):
-            (large if p.numel() >= FUSED_MIN_TENSOR_NUMEL else rest).append(i)
-        for indices, out in ((large, compiled), (rest, small)):
-            if indices:
-                out.append(([params[i] for i in indices], [grads[i] for i in indices], [states[i] for i in indices]))
-    return compiled, small
 
 
 def compile_supported() -> bool:
@@ -224,18 +234,12 @@ def compile_supported() -> bool:
         return False
 
 
-def fused_update(
-    optimizer: Any,
-    index: int,
-    group: Mapping[str, Any],
-    params: list[Tensor],
-    grads: list[Tensor],
-    states: list[dict[str, Any]],
-) -> bool:
-    """Run the compiled per-tensor update on one bucket; return ``False`` if it could not compile.
+def fused_step(optimizer: Any, tasks: Sequence[Task]) -> bool:
+    """Run the compiled per-tensor update over every task in one call; ``False`` if it could not compile.
 
-    On failure the optimizer is marked (``optimizer._fused_unavailable``), a
-    :class:`FusedFallbackWarning` is issued once, and nothing has been updated.
+    All or nothing: on any failure the optimizer is marked (``optimizer._fused_unavailable``), a
+    :class:`FusedFallbackWarning` is issued once, and no parameter or state tensor has been
+    written, so the caller runs the whole step on its foreach path.
     """
     if getattr(optimizer, "_fused_unavailable", None) is not None:
         return False
@@ -243,19 +247,30 @@ def fused_update(
         _disable(optimizer, "torch.compile is not supported on this Python/platform")
         return False
     hyper = optimizer.__dict__.setdefault("_fused_hyperparameters", HyperparameterTensors())
-    view = hyper.group_view(
-        index,
-        group,
-        optimizer.real_hyperparameters(),
-        params[0].device,
-        scalar_dtype_for(params),
-        optimizer.fused_constant_hyperparameters,
-    )
-    view.update(optimizer.fused_static_facts(group, params))
+    views = []
+    for index, group, params, _, _ in tasks:
+        view = hyper.group_view(
+            index,
+            group,
+            optimizer.real_hyperparameters(),
+            params[0].device,
+            scalar_dtype_for(params),
+            optimizer.fused_constant_hyperparameters,
+        )
+        view.update(optimizer.fused_static_facts(group, params))
+        views.append(view)
+    step = compiled_step(type(optimizer), layout_key(tasks))
     try:
-        compiled_update(type(optimizer))(optimizer, view, params, grads, writable_scalars(states))
-    except torch._dynamo.exc.TorchDynamoException as err:
-        _disable(optimizer, f"{type(err).__name__}: {str(err).strip().splitlines()[0] if str(err).strip() else ''}")
+        step(
+            optimizer,
+            views,
+            [task[2] for task in tasks],
+            [task[3] for task in tasks],
+            [writable_scalars(task[4]) for task in tasks],
+        )
+    except Exception as err:  # any failure to compile: FailOnRecompileLimitHit is no TorchDynamoException
+        message = str(err).strip()
+        _disable(optimizer, f"{type(err).__name__}: {message.splitlines()[0] if message else ''}")
         return False
     return True
 
@@ -285,5 +300,5 @@ def _disable(optimizer: Any, reason: str) -> None:
         f"{type(optimizer).__name__}(fused=True): the update could not be compiled ({reason}); "
         "using the foreach path from now on",
         FusedFallbackWarning,
-        stacklevel=4,
+        stacklevel=5,
     )

@@ -14,6 +14,8 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
+import torch
+
 
 class Rule(ABC):
     """A check on one hyperparameter value; raises ``ValueError`` naming it."""
@@ -42,6 +44,9 @@ class Interval(Rule):
     high: float = math.inf
     low_open: bool = False
     high_open: bool = False
+    #: Also accept a 1-element real floating tensor whose value lies in the interval (torch's
+    #: optimizers take ``lr=torch.tensor(1e-3)``, and schedulers then fill it in place).
+    tensor_ok: bool = False
 
     def contains(self, value: float) -> bool:
         """Whether ``value`` lies in the interval (NaN and infinities never do)."""
@@ -52,7 +57,16 @@ class Interval(Rule):
         return above and below
 
     def check(self, owner: str, name: str, value: Any) -> None:
-        """Raise ``ValueError`` unless ``value`` is a real number in the interval."""
+        """Raise ``ValueError`` unless ``value`` is a real number (or allowed tensor) in the interval."""
+        if self.tensor_ok and isinstance(value, torch.Tensor):
+            if value.numel() != 1 or not value.is_floating_point() or value.requires_grad:
+                raise ValueError(
+                    f"{owner}: invalid {name}: a tensor {name} must be a 1-element floating point tensor "
+                    f"without grad, got shape {tuple(value.shape)} and dtype {value.dtype}"
+                )
+            if not self.contains(float(value.detach().reshape(()).item())):
+                self._fail(owner, name, value)
+            return
         if not _is_real(value) or not self.contains(float(value)):
             self._fail(owner, name, value)
 
@@ -60,7 +74,8 @@ class Interval(Rule):
         """Interval in bracket notation."""
         left = "(" if self.low_open or self.low == -math.inf else "["
         right = ")" if self.high_open or self.high == math.inf else "]"
-        return f"a number in {left}{self.low}, {self.high}{right}"
+        tensor = " (or a 1-element tensor)" if self.tensor_ok else ""
+        return f"a number in {left}{self.low}, {self.high}{right}{tensor}"
 
 
 @dataclass(frozen=True)
@@ -172,7 +187,7 @@ UNIT_OPEN = Interval(0.0, 1.0, high_open=True)  # decay rates: [0, 1)
 
 #: Rules shared by every optimizer, keyed by hyperparameter name.
 COMMON_RULES: Mapping[str, Rule] = {
-    "lr": NON_NEGATIVE,
+    "lr": Interval(0.0, tensor_ok=True),
     "eps": NON_NEGATIVE,
     "weight_decay": NON_NEGATIVE,
     "momentum": UNIT_OPEN,
