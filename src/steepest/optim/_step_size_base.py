@@ -17,7 +17,7 @@ without a gradient does not bring back a stale step size).
 from __future__ import annotations
 
 from abc import abstractmethod
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any, ClassVar
 
@@ -29,6 +29,64 @@ from steepest.optim._linesearch import TrialEvaluator, refuse_grad_scaler
 
 #: Counters every step-size optimizer keeps (float64 scalars, cumulative except ``last_backtracks``).
 COUNTERS = ("n_forwards", "n_backwards", "n_backtracks", "last_backtracks")
+
+
+def _same_setting(a: Any, b: Any) -> bool:
+    if isinstance(a, Tensor) or isinstance(b, Tensor):
+        a, b = torch.as_tensor(a), torch.as_tensor(b)
+        return a.shape == b.shape and bool((a == b).all())
+    return bool(a == b)
+
+
+class OptimizerWideSettings:
+    """Refuses param groups whose settings the optimizer would ignore: one search spans all groups.
+
+    For optimizers that read every hyperparameter but those in :attr:`per_group_hyperparameters`
+    once, from the first group (a line search, a CG solve or a Polyak step over all parameters
+    at once). A later group must have the first group's value of each of them, whether it sets
+    it itself or takes the constructor's: a differing value raises ``ValueError`` naming the key,
+    in the constructor, in ``add_param_group`` and in ``load_state_dict``, instead of being
+    accepted and ignored.
+    """
+
+    #: Hyperparameters each group may set for itself; every other one is optimizer-wide.
+    per_group_hyperparameters: ClassVar[frozenset[str]] = frozenset({"lr"})
+    #: Why the others are optimizer-wide, for the error message.
+    optimizer_wide_reason: ClassVar[str] = "one search spans all param groups"
+
+    param_groups: list[ParamGroup]
+    defaults: dict[str, Any]
+    hyperparameter_defaults: ClassVar[Mapping[str, Any]]
+
+    def _optimizer_wide_keys(self) -> list[str]:
+        return [k for k in self.hyperparameter_defaults if k not in self.per_group_hyperparameters]
+
+    def _refuse_group_settings(self, first: Mapping[str, Any], group: Mapping[str, Any], index: int) -> None:
+        for key in self._optimizer_wide_keys():
+            if key in first and not _same_setting(group[key], first[key]):
+                raise ValueError(
+                    f"{type(self).__name__}: param group {index} has {key}={group[key]!r} but the first group has "
+                    f"{key}={first[key]!r}; {key} is optimizer-wide ({self.optimizer_wide_reason}): set it in "
+                    f"the constructor, only {sorted(self.per_group_hyperparameters)} may differ per group"
+                )
+
+    def add_param_group(self, param_group: dict[str, Any]) -> None:
+        """Add a group; every optimizer-wide hyperparameter must equal the first group's."""
+        if self.param_groups:
+            resolved = {k: param_group.get(k, self.defaults[k]) for k in self._optimizer_wide_keys()}
+            self._refuse_group_settings(self.param_groups[0], resolved, len(self.param_groups))
+        super().add_param_group(param_group)  # type: ignore[misc]
+
+    def _validate_state_dict(self, state_dict: Mapping[str, Any]) -> list[Mapping[str, Any]]:
+        saved_groups: list[Mapping[str, Any]] = super()._validate_state_dict(state_dict)  # type: ignore[misc]
+        if saved_groups:
+            first = {**self.param_groups[0], **saved_groups[0]}
+            for index, (group, saved) in enumerate(zip(self.param_groups, saved_groups, strict=True)):
+                try:
+                    self._refuse_group_settings(first, {**group, **saved}, index)
+                except ValueError as err:
+                    raise ValueError(f"{type(self).__name__}.load_state_dict: {err}") from None
+        return saved_groups
 
 
 @dataclass
@@ -51,7 +109,7 @@ class Entry:
     origin: Tensor
 
 
-class StepSizeOptimizer(SteepestOptimizer):
+class StepSizeOptimizer(OptimizerWideSettings, SteepestOptimizer):
     """Base of the optimizers that pick their own step size from loss evaluations.
 
     Closure contract (the library's one rule): the closure zeroes the gradients, computes the
@@ -74,8 +132,10 @@ class StepSizeOptimizer(SteepestOptimizer):
     :func:`~steepest.optim._linesearch.refuse_grad_scaler`); bfloat16 autocast needs no scaler
     and works.
 
-    One search spans all param groups: every setting except ``lr`` is read from the first
-    group, and ``lr`` acts per group (a cap or a multiplier, as each subclass documents).
+    One search spans all param groups: every setting except ``lr`` is optimizer-wide (read
+    once; a group with a different value raises ``ValueError``, see
+    :class:`OptimizerWideSettings`), and ``lr`` acts per group (a cap or a multiplier, as each
+    subclass documents).
     Trial forwards run the model in whatever mode it is in: BatchNorm running statistics are
     updated by every trial in train mode (as in the official codes).
     """

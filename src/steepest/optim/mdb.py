@@ -54,7 +54,8 @@ class MultidimensionalBacktracking(StepSizeOptimizer):
 
     What ``lr`` means: an upper bound on every per-coordinate step size of the group (default
     ``1e10``, which never binds: the method is tuning-free); a scheduler scales the bound and
-    ``lr = 0`` freezes a group.
+    ``lr = 0`` freezes a group. Every other setting is optimizer-wide (one candidate set spans
+    every coordinate of every group): a group giving one a different value raises ``ValueError``.
 
     State: ``bound`` per parameter (float64, like the parameter: the box corner :math:`b` or
     the ellipsoid's diagonal :math:`D` restricted to its coordinates), ``precond`` (float64,
@@ -94,6 +95,7 @@ class MultidimensionalBacktracking(StepSizeOptimizer):
     dtensor_refusal: ClassVar[str | None] = (
         "one flat vector of all coordinates: its cutting planes couple every coordinate of every tensor"
     )
+    optimizer_wide_reason = "one set of candidate preconditioners spans every coordinate of every group"
     hyperparameter_rules: ClassVar[Mapping[str, Rule]] = MappingProxyType(
         {
             "set": OneOf(("ellipsoid", "box")),

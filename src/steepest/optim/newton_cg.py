@@ -14,6 +14,7 @@ from torch import Tensor
 from steepest.optim._base import Capabilities, ParamGroup, StateSpec, SteepestOptimizer
 from steepest.optim._estimators import RankAveraging, hessian_vector_products, release_graph, require_graph
 from steepest.optim._linesearch import strong_wolfe_search
+from steepest.optim._step_size_base import OptimizerWideSettings
 from steepest.optim._validation import Boolean, Integer, Interval, Rule
 
 Vector = list[Tensor]
@@ -81,7 +82,7 @@ def conjugate_gradient(
     return CGResult(direction, iterations, negative)
 
 
-class NewtonCG(RankAveraging, SteepestOptimizer):
+class NewtonCG(OptimizerWideSettings, RankAveraging, SteepestOptimizer):
     r"""Hessian-free Newton-CG that keeps negative curvature, with negative step sizes.
 
     Paper: Shea, Schmidt, "Don't Be So Positive: Negative Step Sizes in Second-Order Methods",
@@ -113,7 +114,8 @@ class NewtonCG(RankAveraging, SteepestOptimizer):
     problems; here it is a ``torch.optim`` optimizer for small models. ``lr`` scaling per group
     and ``maximize`` are additions. One CG solve and one line search span all param groups, so
     every setting but ``lr`` (``cg_max_iter``, ``cg_tol``, ``c1``, ``c2``, ``max_evals``,
-    ``negative_steps``, ``maximize``) is read from the first group.
+    ``negative_steps``, ``maximize``, ``foreach``) is optimizer-wide: a group giving one a
+    different value raises ``ValueError`` (it would be ignored).
 
     State per parameter: ``step`` (scalar), ``step_size`` (float64 scalar: the last signed
     :math:`\alpha`, negative after a negative step), ``direction`` (the last CG direction :math:`d`, like the
@@ -167,6 +169,7 @@ class NewtonCG(RankAveraging, SteepestOptimizer):
     )
     param_state = ("direction",)
     scalar_state = ("step",)
+    optimizer_wide_reason = "one CG solve and one line search span all param groups"
     hyperparameter_rules: ClassVar[Mapping[str, Rule]] = MappingProxyType(
         {
             "cg_max_iter": Integer(1),

@@ -52,6 +52,8 @@ class PoNoS(StepSizeOptimizer):
     several param groups one search runs over all of them and a group's step is
     :math:`\min(\eta, lr_{group})` (the Armijo model decrease uses these capped steps);
     ``lr = 0`` freezes a group, and when every group has ``lr = 0`` no trial is evaluated.
+    Every other setting is optimizer-wide: a group giving one a different value raises
+    ``ValueError`` (it would be ignored).
 
     State (optimizer-wide float64 scalars, copied in every parameter's state): ``step``,
     ``step_size`` (last :math:`\eta`), ``q``, ``c_ref`` (:math:`Q_k`, :math:`C_k`),

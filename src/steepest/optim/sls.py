@@ -112,7 +112,9 @@ class SLS(StepSizeOptimizer):
           never touched) and leaves the RNG where the first call left it.
         * ``lr`` caps every step (the code caps only Goldstein's growth at ``eta_max``).
         * Several param groups share one search (the code runs one search per group, each
-          against the original loss); a group's step is :math:`\min(\eta, lr_{group})`.
+          against the original loss); a group's step is :math:`\min(\eta, lr_{group})`. Every
+          other setting is optimizer-wide: a group giving one a different value raises
+          ``ValueError`` (it would be ignored).
         * ``maximize`` is an addition (the search runs on :math:`-f`).
 
     Args:

@@ -212,7 +212,8 @@ class SophiaG(SteepestOptimizer):
         weight_decay: decoupled :math:`\lambda`, default 0.1 (official code).
         bs: the batch size :math:`B` folded into the step (tokens per step for language
             models), default 5120 (official ``step(bs=5120)``).
-        update_period: :math:`k` for ``step(..., hessian_closure=...)``, default 10 (official).
+        update_period: :math:`k` for ``step(..., hessian_closure=...)``, default 10 (official);
+            per group (each group is refreshed on its own period).
         maximize: ascend the objective instead.
         foreach: use the ``torch._foreach_*`` path (``None``: yes).
         fused: compile the step's update (:mod:`steepest.optim._fused`; ``None``: only for
@@ -288,16 +289,21 @@ class SophiaG(SteepestOptimizer):
             hessian_closure: optional; computes the sampled-label loss (e.g. with
                 :func:`sampled_cross_entropy`) and back-propagates. When given, it is called after
                 steps :math:`t` with :math:`t \bmod k = 0` (the official loop's
-                ``iter % k == k - 1``) and :meth:`update_hessian` runs; the gradients it leaves are
-                then cleared (set to None).
+                ``iter % k == k - 1``), with each group's own :math:`k` (``update_period``): one
+                call refreshes every group that is due, and only those; the gradients it leaves
+                are then cleared (set to None).
         """
         loss = super().step(closure)
         if hessian_closure is not None:
-            first = next((p for g in self.param_groups for p in g["params"] if self.state[p]), None)
-            k = self.param_groups[0]["update_period"]
-            if first is not None and int(self.state[first]["step"]) % k == 0:
-                self.update_hessian(hessian_closure)
+            due = [group for group in self.param_groups if self._refresh_due(group)]
+            if due:
+                self._update_hessian(hessian_closure, due)
         return loss
+
+    def _refresh_due(self, group: ParamGroup) -> bool:
+        """Whether ``group``'s Hessian is refreshed after this step: its step count is a multiple of its period."""
+        first = next((p for p in group["params"] if self.state.get(p)), None)
+        return first is not None and int(self.state[first]["step"]) % group["update_period"] == 0
 
     @torch.no_grad()
     def update_hessian(self, closure: Callable[[], Any] | None = None) -> Any:
@@ -312,11 +318,15 @@ class SophiaG(SteepestOptimizer):
         Returns:
             The closure's loss, or None.
         """
+        return self._update_hessian(closure, self.param_groups)
+
+    def _update_hessian(self, closure: Callable[[], Any] | None, groups: list[ParamGroup]) -> Any:
+        """:meth:`update_hessian` for ``groups`` only (the closure's gradients are cleared in every group)."""
         loss = None
         if closure is not None:
             with torch.enable_grad():
                 loss = closure()
-        for group in self.param_groups:
+        for group in groups:
             params, grads = self._params_with_grad(group)
             beta2 = group["betas"][1]
             squares = self._estimator.estimate(grads)

@@ -51,7 +51,10 @@ class SPS(StepSizeOptimizer):
     What ``lr`` means: a **multiplier** of the Polyak step (default 1, the paper's method);
     ``lr = 0`` freezes a group, so learning-rate schedulers compose with SPS. The stored
     :math:`\gamma_{prev}` excludes ``lr``, so a zero ``lr`` never stalls the smoothing (the code's
-    stall after one zero step, see the spec, does not happen here with ``lr``).
+    stall after one zero step, see the spec, does not happen here with ``lr``). One
+    :math:`\gamma` is computed from the loss and the gradient norm over all param groups, so
+    every setting but ``lr`` is optimizer-wide: a group giving one a different value raises
+    ``ValueError`` (it would be ignored).
 
     Keys: ``sps`` is :class:`SPS` (no cap, no smoothing: the paper's SPS, the code's
     ``adapt_flag='constant'``); ``sps_max`` is :class:`SPSMax` (smoothing on, the code's default
@@ -90,6 +93,7 @@ class SPS(StepSizeOptimizer):
 
     hyperparameter_rules: ClassVar[Mapping[str, Rule]] = _SPS_RULES
     search_state = ("step_size",)
+    optimizer_wide_reason = "one Polyak step size is computed over all param groups"
 
     def __init__(
         self,
