@@ -126,7 +126,7 @@ def load_data() -> tuple[Tensor, Tensor, Tensor, Tensor]:
     import numpy as np
 
     # imported here: the library and the CLI's other commands do not need scikit-learn
-    load_digits = require("sklearn.datasets", "steepest demo (scikit-learn's digits data)").load_digits
+    load_digits = require("sklearn.datasets", "steepest demo").load_digits
 
     features, labels = load_digits(return_X_y=True)
     order = np.random.RandomState(SPLIT_SEED).permutation(len(labels))
