@@ -220,6 +220,43 @@ def test_sps_accepts_loss_after_backward_and_per_batch_f_star() -> None:
     torch.testing.assert_close(x1.detach(), x2.detach(), rtol=0, atol=0)
 
 
+@pytest.mark.parametrize("key", ["sps", "sps_max"])
+def test_sps_maximize_with_a_bound_ascends_to_the_maximum(key: str) -> None:
+    """maximize=True is SPS on -f: f_star bounds -f, so -f_star is the maximum (here 3)."""
+    a, b, _ = _least_squares()
+    x_max = torch.nn.Parameter(torch.zeros(a.shape[1], dtype=torch.float64))
+    x_min = torch.nn.Parameter(torch.zeros(a.shape[1], dtype=torch.float64))
+    opt_max = steepest.create_optimizer(key, [x_max], f_star=-3.0, maximize=True)
+    opt_min = steepest.create_optimizer(key, [x_min], f_star=-3.0)
+    objective = _closure(opt_max, lambda: 3.0 - 0.5 * ((a @ x_max - b) ** 2).mean())
+    negated = _closure(opt_min, lambda: 0.5 * ((a @ x_min - b) ** 2).mean() - 3.0)
+    start = float(objective())
+    for _ in range(100):
+        opt_max.step(objective)
+        opt_min.step(negated)
+    torch.testing.assert_close(x_max.detach(), x_min.detach(), rtol=0, atol=0)
+    assert start < 2.0 and float(objective()) > 3.0 - 1e-6
+
+
+@pytest.mark.parametrize("key", ["sps", "sps_max"])
+def test_sps_maximize_above_the_stated_maximum_is_refused(key: str) -> None:
+    """A positive objective under the default f_star = 0 (maximum 0) would never move: it raises."""
+    a, b, _ = _least_squares()
+    x = torch.nn.Parameter(torch.ones(a.shape[1], dtype=torch.float64))
+    opt = steepest.create_optimizer(key, [x], maximize=True)
+    closure = _closure(opt, lambda: 1.0 + 0.5 * ((a @ x - b) ** 2).mean())
+    with pytest.raises(ValueError, match="f_star"):
+        opt.step(closure)
+    closure()
+    with pytest.raises(ValueError, match="f_star"):
+        opt.step(loss=1.0 + 0.5 * ((a @ x - b) ** 2).mean().detach())
+    assert torch.equal(x.detach(), torch.ones_like(x))
+    # With a bound that holds where it starts (-f_star = 1000 above the objective) it moves.
+    opt = steepest.create_optimizer(key, [x], maximize=True, f_star=-1e3)
+    opt.step(_closure(opt, lambda: 1.0 + 0.5 * ((a @ x - b) ** 2).mean()))
+    assert not torch.equal(x.detach(), torch.ones_like(x))
+
+
 # -- same batch, same randomness -----------------------------------------------------------------
 
 

@@ -71,16 +71,26 @@ class SPS(StepSizeOptimizer):
     called once per step (SPS needs no trial points). Alternatively call ``loss.backward()``
     yourself and pass ``opt.step(loss=loss)``.
 
+    ``maximize=True`` (an addition) runs SPS on the negated objective :math:`-f`, so ``f_star``
+    is a lower bound of :math:`-f`: :math:`-f^*` is the **maximum** of the objective (the
+    default 0 says the objective never exceeds 0, as a log-likelihood or a negated loss). The
+    Polyak step is the gap to the optimum, which exists only with a true bound, and no default
+    bound fits a maximized objective in general: so where a minimized loss below ``f_star``
+    takes no step (the official code's rule for a per-batch :math:`f_i^*` that overshoots), a
+    maximized objective above :math:`-f^*` raises ``ValueError`` before anything moves, instead
+    of never moving (``maximize=True`` on a positive objective with the default ``f_star=0``).
+
     Differences from the code: the smoothing variant also honours ``f_star`` and ``gamma_b``
     (the code's ``smooth_iter`` ignores both; the defaults are identical); ``lr`` is a multiplier
     the code does not have; no NaN check (the library never syncs to check gradients);
-    ``maximize`` is an addition; the ``centralize_grad`` options are not implemented.
+    ``maximize`` is an addition (above); the ``centralize_grad`` options are not implemented.
 
     Args:
         params: parameters or param groups.
         lr: multiplier of the Polyak step, default 1.
         c: Polyak constant, default 0.5.
-        f_star: the known lower bound of the loss, default 0.
+        f_star: the known lower bound of the loss (with ``maximize=True``: of the negated
+            objective, i.e. minus the objective's maximum), default 0.
         gamma_b: upper bound of the step (SPSmax), default None (no bound).
         smooth: cap by ``gamma^(1/n_batches_per_epoch)`` times the last step, default False.
         gamma: smoothing growth per epoch, default 2.
@@ -167,6 +177,13 @@ class SPS(StepSizeOptimizer):
         foreach = self.use_foreach()
         f0 = evaluator.sign * as_float(loss)
         f_star = settings["f_star"] if self._f_star is None else float(self._f_star)
+        if settings["maximize"] and f0 < f_star:
+            raise ValueError(
+                f"{type(self).__name__}(maximize=True): the objective is {-f0:.6g}, above {-f_star:.6g}, the maximum "
+                f"given by f_star={f_star:.6g} (with maximize=True, f_star bounds the negated objective from "
+                "below, so -f_star is the objective's maximum). The Polyak step needs a true bound: pass "
+                "f_star=-(an upper bound of the objective), or minimize the negated objective"
+            )
         grads = [e.grad for e in entries]
         grad_sq = squared_norm(grads, foreach)
         if math.sqrt(grad_sq) < 1e-8:
