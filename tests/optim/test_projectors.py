@@ -124,7 +124,8 @@ def test_projected_group_needs_matrices_smaller_than_rank(cls: type) -> None:
             cls([{"params": [w], "rank": rank}])
     with pytest.raises(ValueError, match="proj_type"):
         cls([{"params": [w], "rank": 2, "proj_type": "diagonal"}])
-    opt = cls([{"params": [b]}])
+    with pytest.warns(UserWarning, match="no param group is projected"):
+        opt = cls([{"params": [b]}])
     with pytest.raises(ValueError, match="rank"):
         opt.add_param_group({"params": [torch.nn.Parameter(torch.zeros(3, 3))], "rank": 3})
     assert len(opt.param_groups) == 1

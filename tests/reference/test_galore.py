@@ -87,7 +87,8 @@ def test_full_rank_identity_projection_is_adamw_form_a(foreach: bool) -> None:
     w_plain = torch.nn.Parameter(w_projected.detach().clone())
     hyper = {"lr": 0.05, "weight_decay": 0.1, "betas": (0.8, 0.99), "eps": 1e-6, "foreach": foreach}
     projected = _IdentityGaLore([{"params": [w_projected], "rank": 4, "update_proj_gap": 3}], **hyper)
-    plain = steepest.GaLoreAdamW([w_plain], **hyper)
+    with pytest.warns(UserWarning, match="no param group is projected"):
+        plain = steepest.GaLoreAdamW([w_plain], **hyper)
     target = torch.randn(5, 4, generator=gen, dtype=torch.float64)
     for _ in range(30):
         for w, opt in ((w_projected, projected), (w_plain, plain)):
@@ -103,7 +104,8 @@ def test_plain_path_is_adamw_form_a_with_decay_after() -> None:
     """One plain step written out: p' = p - lr*sqrt(bc2)/bc1 * m/(sqrt(v)+eps); then p' * (1 - lr*wd)."""
     lr, (b1, b2), eps, wd = 0.1, (0.9, 0.999), 1e-6, 0.5
     w = torch.nn.Parameter(torch.tensor([1.0, -2.0], dtype=torch.float64))
-    opt = steepest.GaLoreAdamW([w], lr=lr, weight_decay=wd)
+    with pytest.warns(UserWarning, match="no param group is projected"):
+        opt = steepest.GaLoreAdamW([w], lr=lr, weight_decay=wd)
     g = torch.tensor([0.5, -0.25], dtype=torch.float64)
     w.grad = g.clone()
     opt.step()

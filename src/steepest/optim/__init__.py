@@ -3,6 +3,7 @@
 from steepest.optim._base import Capabilities, SteepestOptimizer
 from steepest.optim._fused import FusedFallbackWarning
 from steepest.optim._memory import state_bytes
+from steepest.optim._param_groups import param_groups
 from steepest.optim._projectors import lowrank_param_groups
 from steepest.optim._registry import (
     FAMILIES,
@@ -91,6 +92,7 @@ __all__ = [
     "lowrank_param_groups",
     "optimizer_info",
     "optimizer_params",
+    "param_groups",
     "scale_param_groups",
     "state_bytes",
 ]

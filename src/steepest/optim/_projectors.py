@@ -27,17 +27,22 @@ of steps taken *before* the current one (0, T, 2T, ...), from the current gradie
 The projector itself holds no state: the basis lives in the optimizer's per-parameter state
 as tensors, under ``proj_left`` (:math:`m\times r`) and/or ``proj_right`` (:math:`r\times n`),
 so ``state_dict`` round-trips and ``deepcopy`` works. :func:`lowrank_param_groups` builds the
-usual GaLore/Fira param groups from a model.
+usual GaLore/Fira param groups from a model; :func:`matrix_weights` says which weights are
+projected (every weight matrix of a linear map, ``nn.Linear`` and Hugging Face ``Conv1D`` alike,
+never an embedding table).
 """
 
 from __future__ import annotations
 
+import warnings
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
 import torch
 from torch import Tensor, nn
+
+from steepest.optim._names import user_stacklevel
 
 #: Sides as GaLore's ``proj_type`` defines them.
 PROJ_TYPES = ("std", "reverse_std", "left", "right", "full")
@@ -211,21 +216,64 @@ def _random_orthonormal(size: int, rank: int, gen: torch.Generator, dtype: torch
     return q.to(dtype)
 
 
+#: Modules whose 2-D weight is a lookup table rather than a linear map; never projected.
+EMBEDDING_TYPES: tuple[type[nn.Module], ...] = (nn.Embedding, nn.EmbeddingBag)
+
+
+def matrix_weights(
+    model: nn.Module, target_modules: Iterable[str] = ("",), exclude: Iterable[str] = ()
+) -> list[tuple[str, Tensor]]:
+    """``(module name, weight)`` of every trainable weight matrix of a linear map in ``model``.
+
+    A weight matrix is a 2-D parameter named ``weight`` or ``*_weight`` held directly by a module
+    that is not an embedding (:data:`EMBEDDING_TYPES`): the weights of :class:`torch.nn.Linear`,
+    of Hugging Face's ``Conv1D`` (GPT-2; it stores the transpose, ``(in, out)``), the
+    ``in_proj_weight`` of :class:`torch.nn.MultiheadAttention`, and any custom layer built the same
+    way. Embedding tables, and any weight tied to one (a language model head sharing the token
+    embedding), are left out: their gradient touches only the rows of the tokens in the batch, and
+    GaLore, Fira and FRUGAL keep them dense in their own scripts. Tensors of other dimensions
+    (biases, norm gains, convolution kernels) are never matrices here.
+
+    Only modules whose name contains one of ``target_modules`` are taken (``("",)``: every module),
+    and none whose name is in ``exclude``; a parameter shared between modules appears once.
+    """
+    targets, excluded = tuple(target_modules), set(exclude)
+    tables = {id(p) for m in model.modules() if isinstance(m, EMBEDDING_TYPES) for p in m.parameters()}
+    found: dict[int, tuple[str, Tensor]] = {}
+    for name, module in model.named_modules():
+        if isinstance(module, EMBEDDING_TYPES) or name in excluded or not any(t in name for t in targets):
+            continue
+        for pname, p in module.named_parameters(recurse=False):
+            if pname == "weight" or pname.endswith("_weight"):
+                if p.dim() == 2 and p.requires_grad and id(p) not in tables:
+                    found.setdefault(id(p), (name, p))
+    return list(found.values())
+
+
 def lowrank_param_groups(
     model: nn.Module,
     rank: int,
-    update_proj_gap: int = 200,
-    scale: float = 1.0,
-    proj_type: str = "std",
+    update_proj_gap: int | None = None,
+    scale: float | None = None,
+    proj_type: str | None = None,
     target_modules: Iterable[str] = ("attn", "mlp"),
 ) -> list[dict[str, Any]]:
-    """Param groups for GaLore / Fira: target ``nn.Linear`` weights projected, the rest plain.
+    """Param groups for GaLore / Fira: the target weight matrices projected, the rest plain.
 
-    The weight of every :class:`torch.nn.Linear` whose module name contains one of
-    ``target_modules`` goes in a group carrying ``rank``, ``update_proj_gap``, ``scale`` and
-    ``proj_type``; every other parameter (biases, norms, embeddings, heads) goes in a plain
-    group first, as the GaLore and Fira scripts do (Fira's ``divide_params`` calls ``scale``
-    ``alpha``). Empty groups are left out; a parameter shared between modules appears once.
+    Every weight matrix (:func:`matrix_weights`: ``nn.Linear``, Hugging Face ``Conv1D`` and the
+    like, never embeddings) of a module whose name contains one of ``target_modules`` goes in a
+    group carrying ``rank``; every other parameter (biases, norms, embeddings, heads) goes in a
+    plain group first, as the GaLore and Fira scripts do. ``update_proj_gap``, ``scale`` and
+    ``proj_type`` are written into the projected group only when given (Fira's ``divide_params``
+    calls ``scale`` ``alpha``); left as None, the projected group takes the optimizer's own
+    value, so ``GaLoreAdamW(groups, scale=0.25)`` or ``create_optimizer("galore_adamw", groups,
+    scale=0.25)`` projects at scale 0.25. Empty groups are left out; a parameter shared between
+    modules appears once.
+
+    ``std`` and ``reverse_std`` pick the side from the shape, so a ``Conv1D`` weight (stored as
+    ``(in, out)``) is projected onto the same subspace as the equivalent ``nn.Linear`` weight
+    (``(out, in)``); ``left`` and ``right`` name sides of the tensor as stored, so they swap
+    between the two layouts.
 
     Example:
         >>> import torch, steepest
@@ -233,25 +281,32 @@ def lowrank_param_groups(
         >>> groups = steepest.lowrank_param_groups(model, rank=2)
         >>> [len(g["params"]) for g in groups], groups[1]["rank"]
         ([3, 1], 2)
-        >>> opt = steepest.GaLoreAdamW(groups, lr=1e-3)
+        >>> opt = steepest.GaLoreAdamW(groups, lr=1e-3, scale=0.25)
+        >>> opt.param_groups[1]["scale"]
+        0.25
     """
-    targets = tuple(target_modules)
-    projected: dict[int, Tensor] = {}
-    for name, module in model.named_modules():
-        if isinstance(module, nn.Linear) and any(t in name for t in targets):
-            projected.setdefault(id(module.weight), module.weight)
+    projected = {id(p): p for _, p in matrix_weights(model, target_modules)}
     plain = [p for p in model.parameters() if id(p) not in projected]
     groups: list[dict[str, Any]] = []
     if plain:
         groups.append({"params": plain})
     if projected:
+        options = {"update_proj_gap": update_proj_gap, "scale": scale, "proj_type": proj_type}
         groups.append(
-            {
-                "params": list(projected.values()),
-                "rank": rank,
-                "update_proj_gap": update_proj_gap,
-                "scale": scale,
-                "proj_type": proj_type,
-            }
+            {"params": list(projected.values()), "rank": rank, **{k: v for k, v in options.items() if v is not None}}
         )
     return groups
+
+
+def warn_nothing_projected(owner: str, how: str) -> None:
+    """Warn that a low-rank optimizer was built with no projected group (it then runs as dense AdamW).
+
+    ``how`` says how to build projected groups. The warning points at the user's line (the first
+    caller outside steepest and torch).
+    """
+    warnings.warn(
+        f"{owner}: no param group is projected, so every parameter gets plain AdamW (full-size state, "
+        f"no memory saved). {how}",
+        UserWarning,
+        stacklevel=user_stacklevel(),
+    )

@@ -19,6 +19,7 @@ from torch.optim.optimizer import ParamsT
 from steepest.optim import _model_params
 from steepest.optim._base import Capabilities
 from steepest.optim._model_params import ModelParams
+from steepest.optim._param_groups import NoDecay, split_weight_decay
 from steepest.optim.adabelief import AdaBelief
 from steepest.optim.adagrad_norm import AdaGradNorm
 from steepest.optim.adahessian import AdaHessian
@@ -753,13 +754,31 @@ def create_optimizer(
     return entry.cls(params, **hyperparameters)
 
 
-def optimizer_params(name: str, model: nn.Module, **facts: Any) -> tuple[Any, dict[str, Any]]:
+def optimizer_params(
+    name: str,
+    model: nn.Module,
+    *,
+    weight_decay: float | None = None,
+    no_decay: NoDecay = None,
+    **facts: Any,
+) -> tuple[Any, dict[str, Any]]:
     """What to give :func:`create_optimizer` for ``model``: ``(params, extra_hyperparameters)``.
 
-    Plain optimizers get ``model.parameters()``; optimizers that need names (Adam-mini), a last
-    layer (SCALE) or projected groups (GaLore, Fira, FRUGAL) get them built from ``model`` and
-    ``facts`` (``dim``, ``n_heads``, ``n_kv_heads``, ``last_layer``, ``rank``, ``targets``, ...;
-    see :mod:`steepest.optim._model_params`).
+    Plain optimizers get ``model.parameters()``; optimizers that need names (Adam-mini, BlockLLM),
+    a last layer (SCALE) or projected groups (GaLore, Fira, FRUGAL) get them built from ``model``
+    and ``facts``. Facts that describe the model (``dim``, ``n_heads``, ``n_kv_heads``,
+    ``last_layer``) are accepted for every optimizer; settings of one optimizer's groups
+    (``rank``, ``update_proj_gap``, ``targets``, ``proj_type``) only for the optimizers that read
+    them (see :mod:`steepest.optim._model_params`).
+
+    With ``weight_decay``, every group is split into a decayed part at ``weight_decay`` and a part
+    at 0 for biases and normalization weights (:func:`steepest.param_groups`' rule, or
+    ``no_decay``); projected groups stay projected.
+
+    Raises:
+        KeyError: ``name`` is not registered.
+        ValueError: a keyword no adapter reads, a setting this optimizer does not read, ``no_decay``
+            without ``weight_decay``, or ``weight_decay`` for an optimizer without weight decay.
 
     Example:
         >>> import torch, steepest
@@ -767,11 +786,38 @@ def optimizer_params(name: str, model: nn.Module, **facts: Any) -> tuple[Any, di
         >>> params, extra = steepest.optimizer_params("galore_adamw", model, rank=2)
         >>> [len(g["params"]) for g in params], params[1]["rank"], extra
         ([3, 1], 2, {})
-        >>> opt = steepest.create_optimizer("galore_adamw", params, lr=1e-3, **extra)
+        >>> opt = steepest.create_optimizer("galore_adamw", params, lr=1e-3, scale=0.25, **extra)
+        >>> opt.param_groups[1]["scale"]
+        0.25
     """
     entry = _entry(name)
-    if entry.model_params is not None:
-        return entry.model_params(model, facts)
-    if entry.capabilities.needs_named_parameters:
-        return list(model.named_parameters()), {}
-    return model.parameters(), {}
+    adapter = entry.model_params
+    settings = _model_params.SETTINGS.get(adapter, ()) if adapter is not None else ()
+    unknown = sorted(set(facts) - set(_model_params.MODEL_FACTS) - set(settings))
+    if unknown:
+        every = {s for names in _model_params.SETTINGS.values() for s in names}
+        misplaced = [k for k in unknown if k in every]
+        if misplaced:
+            readers = sorted(
+                key
+                for key, e in REGISTRY.items()
+                if e.model_params is not None and set(misplaced) & set(_model_params.SETTINGS.get(e.model_params, ()))
+            )
+            raise ValueError(
+                f"optimizer_params({name!r}): {misplaced} would be ignored: only {', '.join(readers)} read them"
+            )
+        accepted = sorted({*_model_params.MODEL_FACTS, *settings, "weight_decay", "no_decay"})
+        raise ValueError(f"optimizer_params({name!r}): unknown keyword(s) {unknown}; accepted: {', '.join(accepted)}")
+    if weight_decay is None and no_decay is not None:
+        raise ValueError(f"optimizer_params({name!r}): no_decay= needs weight_decay= (the decay of the other group)")
+    if adapter is not None:
+        params, extra = adapter(model, facts)
+    elif entry.capabilities.needs_named_parameters:
+        params, extra = list(model.named_parameters()), {}
+    else:
+        params, extra = model.parameters(), {}
+    if weight_decay is not None:
+        if "weight_decay" not in entry.defaults():
+            raise ValueError(f"optimizer_params({name!r}): {entry.cls.__name__} has no weight_decay hyperparameter")
+        params = split_weight_decay(params, model, weight_decay, no_decay)
+    return params, extra

@@ -26,7 +26,9 @@ class Fira(GaLoreAdamW):
     LLMs Under Low-rank Constraint?", 2024, arXiv:2410.01623.
 
     Usage as :class:`GaLoreAdamW`: parameters in a param group whose ``rank`` is set are
-    projected, all others get plain AdamW (see :func:`steepest.lowrank_param_groups`).
+    projected, all others get plain AdamW (see :func:`steepest.lowrank_param_groups`: weight
+    matrices of ``nn.Linear`` and Hugging Face ``Conv1D`` alike, never embeddings). An optimizer
+    built with no projected group warns: it would be plain AdamW.
 
     Update rule for a projected matrix (:math:`R_t`, :math:`m_t`, :math:`v_t`, the subspace
     refresh and :math:`\mathrm{back}` as in :class:`GaLoreAdamW`; :math:`N_t = m_t /
@@ -91,6 +93,7 @@ class Fira(GaLoreAdamW):
                 [ 0.0000, -0.1070]])
     """
 
+    _registry_key = "fira"
     hyperparameter_rules = MappingProxyType(
         {
             "correct_bias": Boolean(),

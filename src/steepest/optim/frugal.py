@@ -18,7 +18,7 @@ from steepest.optim._functional import (
     increment_step,
     update_moments_,
 )
-from steepest.optim._projectors import LowRankProjector
+from steepest.optim._projectors import LowRankProjector, warn_nothing_projected
 from steepest.optim._validation import NON_NEGATIVE, Boolean, Integer, Interval, OneOf, Rule
 
 
@@ -220,6 +220,12 @@ class FRUGAL(SteepestOptimizer):
             foreach=foreach,
             fused=fused,
         )
+        if all(group["proj_type"] == "none" for group in self.param_groups):
+            warn_nothing_projected(
+                "FRUGAL",
+                "Give the weight matrices a group with a proj_type other than 'none': "
+                "steepest.optimizer_params('frugal', model), or proj_type='coord' for every group.",
+            )
 
     def add_param_group(self, param_group: dict[str, Any]) -> None:
         """Add a group, checking each projection gets parameters it can project."""

@@ -18,7 +18,7 @@ from steepest.optim._functional import (
     increment_steps,
     scalar_sqrt,
 )
-from steepest.optim._projectors import PROJ_TYPES, LowRankProjector
+from steepest.optim._projectors import PROJ_TYPES, LowRankProjector, warn_nothing_projected
 from steepest.optim._validation import POSITIVE, Boolean, Integer, OneOf, Optional, check_hyperparameters
 
 
@@ -31,7 +31,10 @@ class GaLoreAdamW(SteepestOptimizer):
     Usage: parameters in a param group whose ``rank`` is set (an int; the constructor default
     ``None`` means no projection) are projected; all others get plain AdamW in the same
     optimizer. :func:`steepest.lowrank_param_groups` builds the groups the paper uses (the
-    weights of ``nn.Linear`` modules named ``*attn*`` / ``*mlp*`` projected).
+    weight matrices of modules named ``*attn*`` / ``*mlp*`` projected: ``nn.Linear`` and Hugging
+    Face ``Conv1D`` alike, never embeddings; see :func:`steepest.optim._projectors.matrix_weights`),
+    and :func:`steepest.optimizer_params` projects every weight matrix but the output layer. An
+    optimizer built with no projected group warns: it would be plain AdamW.
 
     Update rule for a projected matrix :math:`W \in \mathbb{R}^{m\times n}` with gradient
     :math:`G_t`, :math:`t \ge 1`, rank :math:`r`, refresh gap :math:`T` and scale
@@ -153,6 +156,15 @@ class GaLoreAdamW(SteepestOptimizer):
             foreach=foreach,
             fused=fused,
         )
+        if all(group["rank"] is None for group in self.param_groups):
+            warn_nothing_projected(
+                type(self).__name__,
+                "Give the weight matrices a group with a 'rank': steepest.lowrank_param_groups(model, rank=...) "
+                f"or steepest.optimizer_params({self._registry_key!r}, model).",
+            )
+
+    #: The registry key named in the "nothing projected" warning.
+    _registry_key = "galore_adamw"
 
     # -- groups and state ----------------------------------------------------------------
 
