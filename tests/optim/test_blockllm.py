@@ -94,8 +94,10 @@ def test_rising_loss_triggers_reselection_and_resets_state() -> None:
             # A new block starts a new Adam: no state survives the re-selection.
             assert not any(opt.state[p] for p in model.parameters())
     assert len(selections) >= 2
-    sd = _selection(opt.state_dict())
-    assert float(sd["visits"].sum()) == pytest.approx(sum(len(s) for s in selections))
+    visits = _selection(opt.state_dict())["visits"]
+    assert float(visits.sum()) == pytest.approx(1.0)  # frequencies, renormalised at every visit
+    eligible = [not n.startswith("embed") for n, _ in _named(model)]
+    assert all((float(v) > 0) == e for v, e in zip(visits, eligible, strict=True))
 
 
 def test_falling_loss_keeps_the_selection() -> None:
@@ -184,11 +186,63 @@ def test_reselection_scores_penalise_frequent_visits() -> None:
     a, b = nn.Parameter(torch.ones(4)), nn.Parameter(torch.ones(4))
     opt = steepest.BlockLLM([("a", a), ("b", b)], sparsity=0.5, update_freq=1, patience=1, num_probes=0,
                             freeze_unselected=False, exclude=())
-    first = opt.selected_names()
-    assert len(first) == 1
-    for loss in (1.0, 2.0):
+    assert len(opt.selected_names()) == 1
+    # The official start: frequency 1/n for every eligible tensor, the first selection no visit.
+    assert _selection(opt.state_dict())["visits"].tolist() == [0.5, 0.5]
+    chosen = []
+    for loss in (1.0, 2.0, 3.0, 4.0):  # rising: re-selections after the 2nd and the 4th step
         opt.record_loss(loss)
         a.grad, b.grad = torch.ones(4), torch.ones(4)
         opt.step()
-    assert opt.selected_names() != first
-    assert math.isclose(float(_selection(opt.state_dict())["visits"].sum()), 2.0)
+        chosen.append(opt.selected_names())
+    # A tie at the first re-selection (equal norms and frequencies) goes to parameter order:
+    # "a", then f = (1.5, 0.5) / 2. At the second, "b" scores exp(-0.25/4) > exp(-0.75/4).
+    assert chosen[1] == ["a"] and chosen[3] == ["b"]
+    visits = _selection(opt.state_dict())["visits"].tolist()
+    assert all(math.isclose(v, e, rel_tol=1e-15) for v, e in zip(visits, [0.375, 0.625], strict=True))
+
+
+def test_reselection_tops_up_with_unseen_tensors_to_the_budget() -> None:
+    """Few tensors had gradients: the official rule adds random unseen ones until the budget is reached.
+
+    16 tensors of 4 entries, sparsity 0.5: the budget is int(0.5 * 64) = 32 entries. Only three
+    tensors ever get a gradient, so the three scored ones (12 entries) all fit and five unseen
+    ones are added (12 + 5 * 4 = 32, the fifth reaching the budget): 8 tensors, not 3.
+    """
+    params = [nn.Parameter(torch.randn(4, generator=torch.Generator().manual_seed(i))) for i in range(16)]
+    named = [(f"layers.{i}.weight", p) for i, p in enumerate(params)]
+    opt = steepest.BlockLLM(named, sparsity=0.5, update_freq=2, patience=1, num_probes=0,
+                            freeze_unselected=False, exclude=(), seed=1)
+    seen = [0, 5, 9]
+    for loss in (1.0, 2.0):  # rising: re-selection after the second step
+        opt.record_loss(loss)
+        for i, p in enumerate(params):
+            p.grad = torch.full_like(p, float(i + 1)) if i in seen else None
+        opt.step()
+    selected = [int(name.split(".")[1]) for name in opt.selected_names()]
+    assert len(selected) == 8
+    assert set(seen) <= set(selected)
+    assert 4 * len(selected) >= 32 > 4 * (len(selected) - 1)
+    # The draw is seeded: the same run picks the same unseen tensors.
+    again = steepest.BlockLLM([(n, nn.Parameter(p.detach().clone())) for n, p in named], sparsity=0.5,
+                              update_freq=2, patience=1, num_probes=0, freeze_unselected=False, exclude=(), seed=1)
+    for loss in (1.0, 2.0):
+        again.record_loss(loss)
+        for i, p in enumerate(again.param_groups[0]["params"]):
+            p.grad = torch.full_like(p, float(i + 1)) if i in seen else None
+        again.step()
+    assert again.selected_names() == opt.selected_names()
+
+
+def test_reselection_without_a_fitting_gap_adds_nothing_unseen() -> None:
+    """When the scored tensors reach the budget themselves, no unseen tensor is added (as the official)."""
+    params = [nn.Parameter(torch.ones(4)) for _ in range(4)]
+    opt = steepest.BlockLLM([(f"l{i}", p) for i, p in enumerate(params)], sparsity=0.5, update_freq=2,
+                            patience=1, num_probes=0, freeze_unselected=False, exclude=())
+    for loss in (1.0, 2.0):
+        opt.record_loss(loss)
+        for i, p in enumerate(params):
+            p.grad = torch.full_like(p, 1.0 + i) if i < 3 else None  # l3 never seen
+        opt.step()
+    # budget 8: l2 (4 entries) fits, l1 reaches 8 and is not added; the search stops there.
+    assert opt.selected_names() == ["l2"]

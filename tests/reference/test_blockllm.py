@@ -1,7 +1,8 @@
 """BlockLLM against a float64 transcription of its selection rule and update, step by step.
 
-The transcription (plain Python floats, written from the paper and the rule documented in
-``steepest.BlockLLM``) runs on a drifting quadratic whose target moves every step, so the loss
+The transcription (plain Python floats, written from the paper and the official code's rule:
+integer budget, visit frequencies from 1/n renormalised after each visit) runs on a drifting
+quadratic whose target moves every step, so the loss
 rises and the re-selection rule fires several times within the run. Probes are off and every
 tensor gets a gradient (``freeze_unselected=False``), so every norm is known at each re-selection;
 the initial random draw is taken from the optimizer (it is a random shuffle by definition).
@@ -39,7 +40,7 @@ def _reference(x: list[list[float]], selected: set[int]) -> list[tuple[list[list
     lr, eps, wd = HP["lr"], HP["eps"], HP["weight_decay"]
     moments: dict[int, list[list[float]]] = {}
     steps: dict[int, int] = {}
-    visits = [1.0 if b in selected else 0.0 for b in range(len(SIZES))]
+    visits = [1.0 / len(SIZES)] * len(SIZES)  # the official start: 1/n for every eligible tensor
     losses: list[float] = []
     out = []
     for t in range(1, STEPS + 1):
@@ -58,18 +59,20 @@ def _reference(x: list[list[float]], selected: set[int]) -> list[tuple[list[list
                 x[b][i] -= lr / (1 - beta1**k) * m[i] / denom
         if t % UPDATE_FREQ == 0 and len(losses) > PATIENCE:
             if sum(losses) / len(losses) < sum(losses[-PATIENCE:]) / PATIENCE:
-                total = sum(visits)
-                scores = [norms[b] / math.exp(visits[b] / total / t) for b in range(len(SIZES))]
+                scores = [norms[b] / math.exp(visits[b] / t) for b in range(len(SIZES))]
                 order = sorted(range(len(SIZES)), key=lambda b: -scores[b])
-                budget, running, chosen = (1 - SPARSITY) * sum(SIZES), 0.0, []
+                budget, running, chosen = int((1 - SPARSITY) * sum(SIZES)), 0, []
                 for b in order:
                     running += SIZES[b]
                     if running >= budget:
                         break
                     chosen.append(b)
+                # every norm is known here, so the official random top-up never runs
+                assert running >= budget
                 selected = set(chosen or order[:1])
-                for b in selected:
+                for b in sorted(selected):  # the official update: +1, then renormalise, per tensor
                     visits[b] += 1.0
+                    visits = [v / sum(visits) for v in visits]
                 moments, steps, losses = {}, {}, []
         out.append(([list(row) for row in x], set(selected)))
     return out

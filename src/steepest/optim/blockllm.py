@@ -63,16 +63,23 @@ class BlockLLM(SteepestOptimizer):
       selection and their mean is below the mean of the last ``patience`` (the loss is rising),
       re-select: score :math:`s_l = \|g_l\| / \exp(f_l / t)` (:math:`f_l` the visit frequency of
       :math:`l`, :math:`t` the step count; tensors never seen have no score), take tensors by
-      descending score while the running size stays below :math:`(1-s)` of the eligible
-      parameters (the first one that would cross is not added; at least one is), reset every Adam
-      state, count a visit for each selected tensor and clear the loss history.
+      descending score while the running size stays below the budget
+      :math:`B = \lfloor(1-s)\,N\rfloor` (:math:`N` the eligible parameters; the first one that
+      would reach :math:`B` is not added, and the rest are not looked at). If every scored
+      tensor fits below :math:`B` (few tensors had gradients: the selected ones and the probes),
+      add tensors never seen, in random order, until the size reaches :math:`B` (the last one may
+      cross it). At least one tensor is selected. Then reset every Adam state, visit each
+      selected tensor (in parameter order, :math:`f_l \leftarrow f_l + 1` then every
+      :math:`f \leftarrow f / \sum f`) and clear the loss history. Visit frequencies start at
+      :math:`1/n` for each of the :math:`n` eligible tensors (0 for excluded ones).
 
     Losses come from the closure (``step(closure)``) or from :meth:`record_loss`; without them the
     selection is never revised (a warning says so at the first ``update_freq`` step).
 
     Differences from the official code: the first step updates (the official first call does not);
-    eps and weight decay are passed to Adam (the official internal Adam drops them); visit
-    frequencies are counts over their sum (the official code renormalises after each increment);
+    eps and weight decay are passed to Adam (the official internal Adam drops them); a
+    re-selection whose best-scored tensor alone reaches the budget keeps that tensor (the
+    official code selects nothing then, and trains nothing until the next re-selection);
     the selection score uses the gradient norm as the official code does, where the paper states
     the Adam-preconditioned magnitude, which unselected tensors have no moments for; draws come
     from seeded generators, so a checkpoint continues identically; the learning rate lives in this
@@ -80,8 +87,9 @@ class BlockLLM(SteepestOptimizer):
 
     State: per selected tensor ``exp_avg``, ``exp_avg_sq`` (like the parameter) and ``step``; none
     for the others. Optimizer-wide, under ``state_dict()["blockllm"]``: ``selected`` and
-    ``probes`` (bool per tensor, in param-group order), ``visits``, ``grad_norms`` (NaN: never
-    seen), ``losses`` since the last selection, and the step ``count``.
+    ``probes`` (bool per tensor, in param-group order), ``visits`` (the visit frequencies, summing
+    to 1), ``grad_norms`` (NaN: never seen), ``losses`` since the last selection, and the step
+    ``count``.
 
     Args:
         named_parameters: ``model.named_parameters()`` or groups of ``(name, parameter)`` pairs.
@@ -192,7 +200,7 @@ class BlockLLM(SteepestOptimizer):
         self._selector: dict[str, Tensor] = {
             "selected": selected,
             "probes": torch.zeros(n, dtype=torch.bool),
-            "visits": selected.to(torch.float64),
+            "visits": self._eligible.to(torch.float64) / len(eligible),
             "grad_norms": torch.full((n,), math.nan, dtype=torch.float64),
             "count": torch.zeros((), dtype=torch.int64),
         }
@@ -397,18 +405,30 @@ class BlockLLM(SteepestOptimizer):
 
     def _reselect(self, count: int) -> None:
         sel = self._selector
+        # Normalised already; dividing by the sum also reads a checkpoint that stored visit counts.
         frequency = sel["visits"] / sel["visits"].sum()
         scores = sel["grad_norms"] / torch.exp(frequency / count)
         known = self._eligible & ~torch.isnan(scores)
         order = [int(i) for i in torch.nonzero(known).flatten()[torch.argsort(-scores[known], stable=True)]]
-        budget = (1.0 - self.defaults["sparsity"]) * float(self._numels[self._eligible].sum())
+        budget = int((1.0 - self.defaults["sparsity"]) * int(self._numels[self._eligible].sum()))
         chosen: list[int] = []
-        running = 0.0
+        running = 0
         for i in order:
-            running += float(self._numels[i])
+            running += int(self._numels[i])
             if running >= budget:
                 break
             chosen.append(i)
+        if running < budget:
+            # Every tensor with a known norm fits: top up with random tensors never seen (the
+            # official rule), the last one allowed to cross the budget.
+            taken = torch.zeros_like(sel["selected"])
+            taken[chosen] = True
+            unseen = torch.nonzero(self._eligible & ~taken).flatten()
+            for i in unseen[torch.randperm(len(unseen), generator=_generator(self.defaults["seed"], count, 3))]:
+                if running >= budget:
+                    break
+                chosen.append(int(i))
+                running += int(self._numels[int(i)])
         if not chosen:
             chosen = order[:1] or [int(torch.nonzero(self._eligible).flatten()[0])]
         selected = torch.zeros_like(sel["selected"])
@@ -416,7 +436,10 @@ class BlockLLM(SteepestOptimizer):
         for _, p in self._blocks():
             self.state.pop(p, None)  # a new Adam for the new block, as the official code
         sel["selected"] = selected
-        sel["visits"][selected] += 1.0
+        for i in sorted(chosen):  # one visit each, renormalised after each (the official order)
+            frequency[i] += 1.0
+            frequency /= frequency.sum()
+        sel["visits"] = frequency
         sel["probes"] = torch.zeros_like(sel["probes"])
         self._losses = []
         self._apply_freeze()
