@@ -1,8 +1,13 @@
 """The base install stays light: importing steepest and using an optimizer loads no heavy module.
 
 Everything runs in fresh interpreters (a test process has long since imported whatever other
-tests needed). The first check uses the full test environment, where every extra is installed,
-and reads ``sys.modules``: nothing may be imported that the core does not use. The second blocks
+tests needed). The first checks use the full test environment, where every extra is installed,
+and read ``sys.modules``: nothing may be imported that the core does not use. What torch itself
+loads is not steepest's doing and is subtracted: ``import torch`` imports tqdm where installed
+(``torch.hub``), and constructing any ``torch.optim.Optimizer`` imports ``torch._dynamo`` and
+``torch._inductor`` (``add_param_group`` is wrapped in ``torch._disable_dynamo``). So
+``import steepest`` and ``steepest info`` are held to ``import torch``, and building and stepping
+steepest's optimizers to building and stepping ``torch.optim.AdamW``. The last checks block
 the extras' packages (``sys.modules[name] = None``, which makes their import fail as if they
 were not installed) and checks that the core still works and that the features needing an
 extra stop with an error naming it. ``tests/test_install.py`` (slow) does the same in a real
@@ -16,8 +21,11 @@ import os
 import subprocess
 import sys
 import textwrap
+from pathlib import Path
 
 import pytest
+
+SRC = Path(__file__).resolve().parents[1] / "src"
 
 #: Modules the core must not import: the compiler stack (imported by ``torch.compile`` only
 #: when a fused step runs) and the bench extra's packages.
@@ -35,6 +43,19 @@ HEAVY = (
 #: Top-level packages of the bench extra (and what they pull in), blocked in the light-install checks.
 BENCH_PACKAGES = ("optuna", "matplotlib", "sqlalchemy", "sklearn", "scipy", "rich", "tqdm", "mnist1d", "mlxtend")
 
+_IMPORT_AND_INFO = """
+import steepest
+from steepest.cli import main
+assert main(["info", "lion"]) == 0
+assert main(["list", "--family", "sign"]) == 0
+"""
+_TORCH_OPTIMIZER = """
+import torch
+model = torch.nn.Linear(4, 2)
+opt = torch.optim.AdamW(model.parameters(), lr=1e-3)
+model(torch.randn(3, 4)).square().mean().backward()
+opt.step()
+"""
 _CORE_USE = """
 import steepest
 import torch
@@ -53,7 +74,10 @@ assert main(["list", "--family", "sign"]) == 0
 
 
 def _run(code: str) -> subprocess.CompletedProcess[str]:
-    env = {**os.environ, "COLUMNS": "1000"}  # table rows on one line each
+    # The checkout under test (as pytest's pythonpath), whatever copy of steepest is installed;
+    # COLUMNS keeps table rows on one line each.
+    path = os.pathsep.join(p for p in (str(SRC), os.environ.get("PYTHONPATH", "")) if p)
+    env = {**os.environ, "COLUMNS": "1000", "PYTHONPATH": path}
     return subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=240, env=env)
 
 
@@ -75,23 +99,40 @@ def torch_modules() -> set[str]:
 
 
 @pytest.fixture(scope="module")
-def loaded_modules(torch_modules: set[str]) -> set[str]:
-    """What steepest adds to ``import torch`` when imported, stepped and asked for ``info``."""
-    return _modules_after(_CORE_USE) - torch_modules
+def imported_modules(torch_modules: set[str]) -> set[str]:
+    """What ``import steepest`` and ``steepest info`` / ``list`` add to ``import torch``."""
+    return _modules_after(_IMPORT_AND_INFO) - torch_modules
+
+
+@pytest.fixture(scope="module")
+def used_modules() -> set[str]:
+    """What building and stepping steepest's optimizers adds to building and stepping torch's AdamW."""
+    return _modules_after(_CORE_USE) - _modules_after(_TORCH_OPTIMIZER)
+
+
+def _found(modules: set[str], module: str) -> list[str]:
+    return sorted(m for m in modules if m == module or m.startswith(module + "."))
 
 
 @pytest.mark.parametrize("module", HEAVY)
-def test_core_use_imports_no_heavy_module(loaded_modules: set[str], module: str) -> None:
-    found = sorted(m for m in loaded_modules if m == module or m.startswith(module + "."))
-    assert not found, f"import steepest / an optimizer step / steepest info imported {module}: {found[:5]}"
+def test_import_steepest_and_info_import_no_heavy_module(imported_modules: set[str], module: str) -> None:
+    found = _found(imported_modules, module)
+    assert not found, f"import steepest / steepest info imported {module}: {found[:5]}"
 
 
-def test_the_check_sees_a_heavy_import(loaded_modules: set[str]) -> None:
+@pytest.mark.parametrize("module", HEAVY)
+def test_optimizer_steps_import_nothing_heavy_beyond_torch_optim(used_modules: set[str], module: str) -> None:
+    found = _found(used_modules, module)
+    assert not found, f"building and stepping steepest optimizers imported {module}: {found[:5]}"
+
+
+def test_the_checks_see_what_is_imported(imported_modules: set[str], used_modules: set[str]) -> None:
     # The sets are read from real processes: what the core imports is there, and so is a heavy
     # module once something imports it.
-    assert {"steepest", "steepest.cli", "steepest.optim.lion"} <= loaded_modules
-    assert "torch" not in loaded_modules
-    assert "sklearn.datasets" in _modules_after(_CORE_USE + "import sklearn.datasets")
+    assert {"steepest", "steepest.cli", "steepest.optim.lion"} <= imported_modules
+    assert "torch" not in imported_modules
+    assert "steepest" in used_modules
+    assert "sklearn.datasets" in _modules_after(_IMPORT_AND_INFO + "import sklearn.datasets")
 
 
 def test_core_works_with_the_bench_extra_missing() -> None:
