@@ -334,6 +334,28 @@ def test_accepted_step_satisfies_armijo_under_dropout(key: str) -> None:
         assert f_new <= reference - c * decrease + 1e-12
 
 
+def test_sls_adam_trains_a_tiny_loss_where_sls_sgd_stops() -> None:
+    """AdaSLS has no ||g|| < 1e-8 check (commented out in its code): a loss scaled by 1e-9 trains.
+
+    The SGD-direction SLS keeps the SLS code's check and does not move on the same problem.
+    """
+    _, center, _, _ = _quadratic()
+    for key in ("sls_adam", "sls"):
+        x = torch.nn.Parameter(torch.zeros_like(center))
+        opt = steepest.create_optimizer(key, [x])
+        closure = _closure(opt, lambda x=x: 1e-9 * 0.5 * ((x - center) ** 2).sum())
+        with torch.enable_grad():
+            closure()
+        assert x.grad is not None and float(x.grad.norm()) < 1e-8
+        initial = float(closure())
+        for _ in range(50):
+            opt.step(closure)
+        if key == "sls":
+            assert torch.equal(x.detach(), torch.zeros_like(x))
+        else:
+            assert float(closure()) < 0.1 * initial
+
+
 # -- GradScaler and misuse ---------------------------------------------------------------------
 
 

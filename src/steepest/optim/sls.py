@@ -83,7 +83,10 @@ class SLS(StepSizeOptimizer):
        when only Armijo holds, shrink when only this holds; no fallback.
     4. For ``"adam"`` with ``momentum`` :math:`\mu > 0` the final step uses
        :math:`m \leftarrow \mu m + (1-\mu) g`, :math:`w = w_0 - \eta P \odot m/(1-\mu^t)`.
-    5. No step when :math:`\|g\| < 10^{-8}` (the stored :math:`\eta` is :math:`\eta_0`).
+    5. SGD direction: no step when :math:`\|g\| < 10^{-8}` (the stored :math:`\eta` is
+       :math:`\eta_0`), as the SLS code. The Adam direction has no such check (the AdaSLS code
+       has it commented out): its step is invariant to the scale of the loss up to
+       :math:`\epsilon`, so a loss scaled by :math:`10^{-9}` still trains.
 
     What ``lr`` means: the **largest step size** a group may take (the SLS code's ``eta_max``,
     default 10 as there). A scheduler lowering ``lr`` caps the search; ``lr = 0`` freezes the
@@ -252,7 +255,7 @@ class SLS(StepSizeOptimizer):
         if max_cap == 0.0:
             self.record_backtracks(entries, 0)
             return
-        if grad_norm < 1e-8:
+        if grad_norm < 1e-8 and settings["direction"] == "sgd":
             self.write_shared(entries, "step_size", eta0)
             self.record_backtracks(entries, 0)
             return
