@@ -215,6 +215,32 @@ def test_sparse_mezo_moves_only_small_magnitude_entries() -> None:
     assert torch.equal(moved, start.abs() <= threshold)
 
 
+@pytest.mark.parametrize("numel", [1, 2, 3, 5])
+def test_sparse_mezo_updates_tensors_of_a_few_entries(numel: int) -> None:
+    """At the default sparsity 0.75 a bias of 1-5 entries still has ceil(0.25 n) entries updated."""
+    gen = torch.Generator().manual_seed(numel)
+    bias = torch.nn.Parameter(torch.randn(numel, generator=gen, dtype=torch.float64))
+    start = bias.detach().clone()
+    opt = steepest.SparseMeZO([bias], lr=1e-2, eps=1e-3)
+    assert opt.defaults["sparsity"] == 0.75
+    for _ in range(3):
+        opt.step(lambda: ((bias - 3.0) ** 2).sum())
+    threshold = float(opt.state[bias]["threshold"])
+    expected = math.ceil(0.25 * numel)
+    assert int((start.abs() <= threshold).sum()) == expected
+    moved = (bias.detach() - start).abs() > 1e-12
+    assert int(moved.sum()) == expected and torch.equal(moved, start.abs() <= threshold)
+
+
+def test_sparse_mezo_selected_count_is_exact_under_float_rounding() -> None:
+    from steepest.optim.sparse_mezo import selected_count
+
+    # 0.29 * 100 = 28.999999999999996 and 0.7 * 10 = 7.000000000000001 in floats.
+    assert selected_count(100, 0.29) == 71 and selected_count(10, 0.7) == 3
+    assert [selected_count(n, 0.75) for n in (0, 1, 2, 4, 5, 8)] == [0, 1, 1, 1, 2, 2]
+    assert selected_count(7, 0.0) == 7
+
+
 def test_forward_gradient_is_the_exact_directional_derivative() -> None:
     model = nn.Sequential(nn.Linear(4, 8), nn.Tanh(), nn.Linear(8, 1)).double()
     x = torch.randn(16, 4, dtype=torch.float64, generator=torch.Generator().manual_seed(0))

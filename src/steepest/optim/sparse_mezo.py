@@ -15,14 +15,25 @@ from steepest.optim._validation import UNIT_OPEN, Rule
 from steepest.optim.mezo import ZO_RULES, ActiveParam, ZerothOrderOptimizer, decays
 
 
-def magnitude_threshold(values: Tensor, sparsity: float) -> float:
-    """The per-tensor threshold ``h``: ``|theta| <= h`` selects a ``1 - sparsity`` fraction.
+def selected_count(numel: int, sparsity: float) -> int:
+    """How many of a tensor's ``numel`` entries are selected: ``numel - floor(sparsity * numel)``.
 
-    ``h`` is the ``k``-th smallest ``|theta|`` with ``k = round((1 - sparsity) * numel)``;
-    ``inf`` when every entry is selected (``sparsity = 0``), ``-1`` when none is.
+    At most a ``sparsity`` fraction is frozen, so at least a ``1 - sparsity`` fraction, and at
+    least one entry of any non-empty tensor, is updated (``sparsity < 1``): a bias of 1 or 2
+    entries takes part at the default 0.75, where ``round((1 - s) n)`` (half to even) froze it.
+    """
+    # round() first: 0.29 * 100 is 28.999999999999996, whose floor would freeze one entry too few.
+    return numel - math.floor(round(sparsity * numel, 6))
+
+
+def magnitude_threshold(values: Tensor, sparsity: float) -> float:
+    """The per-tensor threshold ``h``: ``|theta| <= h`` selects the :func:`selected_count` smallest.
+
+    ``h`` is the ``k``-th smallest ``|theta|`` with ``k = selected_count(numel, sparsity)``;
+    ``inf`` when every entry is selected (``sparsity = 0``), ``-1`` for an empty tensor.
     """
     numel = values.numel()
-    k = round((1.0 - sparsity) * numel)
+    k = selected_count(numel, sparsity)
     if k >= numel:
         return math.inf
     if k <= 0:
@@ -52,9 +63,11 @@ class SparseMeZO(ZerothOrderOptimizer):
         g = \frac{L(\theta + \epsilon\hat z) - L(\theta - \epsilon\hat z)}{2\epsilon} \\
         \theta &\leftarrow \theta - \eta\,(g\,\hat z + \lambda\, m \odot \theta)
 
-    The threshold :math:`h` of each tensor is fixed at its first step: the
-    ``round((1 - sparsity) * numel)``-th smallest :math:`|\theta|`, so a ``1 - sparsity``
-    fraction of the entries (the smallest ones) is selected at the start.
+    The threshold :math:`h` of each tensor is fixed at its first step: the :math:`k`-th smallest
+    :math:`|\theta|` with :math:`k = n - \lfloor \text{sparsity}\cdot n\rfloor` for a tensor
+    of :math:`n` entries, so at least a ``1 - sparsity`` fraction of the entries (the smallest
+    ones), and at least one entry of every tensor, is selected at the start: the paper selects
+    the small weights of every layer, and a bias of one or two entries is no exception.
 
     State per parameter: ``seed`` (int64), ``projected_grad`` (float32), ``threshold``
     (:math:`h`, 0-dim in the update dtype), and ``master`` with ``master_weights``. The mask is
