@@ -30,7 +30,7 @@ from steepest.optim._functional import (
     scalar_sqrt,
     unevenly_sharded,
 )
-from steepest.optim._names import split_named_params
+from steepest.optim._names import split_named_params, user_stacklevel
 from steepest.optim._validation import Integer, Optional, check_hyperparameters
 
 #: The four partition rules, in the words of :meth:`AdamMini.partition_report`.
@@ -124,7 +124,7 @@ class AdamMini(SteepestOptimizer):
        ``head_numel = dim * dim / n_heads`` (with grouped-query attention, K has ``n_kv_heads``
        blocks by its size);
     3. embedding, output, value, attention output projection or MLP (``embed``, ``embd``,
-       ``wte``, ``lm_head``, ``output``, ``final_layer``, ``v_proj``, ``wv``, ``value``,
+       ``wte``, ``wpe``, ``lm_head``, ``output``, ``final_layer``, ``v_proj``, ``wv``, ``value``,
        ``o_proj``, ``wo``, ``attn.proj``, ``feed_forward``, ``linear``, ``mlp``), a tensor of
        two or more dimensions: one block per output row (per token for the embedding and
        ``lm_head``);
@@ -168,6 +168,21 @@ class AdamMini(SteepestOptimizer):
       official code (its issue #16). No distributed all-reduce: under sharding each rank
       would see only its shard (use it unsharded or with replicated optimizer state).
     * The step counter is a float32 tensor per parameter (the official code: a Python int).
+    * ``wpe`` (GPT-2's position embedding) is an embedding here: one v per position, as for
+      token embeddings. The official name sets miss it and give it one v for the whole table.
+
+    Hugging Face GPT-2 (``transformers`` ``GPT2LMHeadModel``, ``Conv1D`` layers storing
+    ``(in, out)``), rule by rule: ``wte`` and ``wpe`` one v per token/position; ``ln_*``
+    one v per tensor (norm); biases plain Adam; ``mlp.c_fc`` and ``mlp.c_proj`` one v per
+    row of the stored ``(in, out)`` weight, that is per *input* feature (on an ``nn.Linear``
+    the rows are output neurons); ``attn.c_attn`` (queries, keys and values fused side by side
+    in columns) and ``attn.c_proj`` match no rule and get one v per tensor, with the warning.
+    No name can give ``c_attn`` the head rule: a head of a fused ``Conv1D`` is a block of
+    columns, not a contiguous slice, so naming it a query would silently give wrong blocks. The
+    official code does the same on these names. For the paper's partition use a model with
+    separate ``q_proj``/``k_proj``/``v_proj``/``o_proj`` linear layers (Llama, Mistral, Qwen,
+    ...), whose names match rules 2 and 3 directly, with ``dim``/``n_heads`` from its config
+    (:func:`steepest.integrations.huggingface.model_facts` reads them).
 
     State per parameter: ``step`` (scalar), ``exp_avg`` (:math:`m`, like the parameter) and
     ``exp_avg_sq`` (:math:`v`, in the parameter's dtype): shape ``(heads, 1)`` for Q/K,
@@ -223,7 +238,7 @@ class AdamMini(SteepestOptimizer):
     qk_names: ClassVar[frozenset[str]] = frozenset({"k_proj", "q_proj", "wq", "wk", "query", "key"})
     #: Substrings that select one v per output row: embedding, output, value, attention output, MLP.
     row_names: ClassVar[frozenset[str]] = frozenset(
-        {"embed", "embd", "wte", "lm_head", "output", "final_layer", "v_proj", "wv", "value"}
+        {"embed", "embd", "wte", "wpe", "lm_head", "output", "final_layer", "v_proj", "wv", "value"}
         | {"o_proj", "wo", "attn.proj", "feed_forward", "linear", "mlp"}
     )
 
@@ -294,7 +309,7 @@ class AdamMini(SteepestOptimizer):
                 f"one second-moment value for the whole tensor: {shown}. If they are attention or MLP "
                 "weights, rename them or subclass and extend qk_names/row_names; see partition_report().",
                 UserWarning,
-                stacklevel=2,
+                stacklevel=user_stacklevel(),  # the user's line, not torch's Optimizer.__init__
             )
         super().add_param_group({**param_group, "params": params, "param_names": list(names)})
 
