@@ -286,6 +286,22 @@ def test_unmatched_matrices_are_reported() -> None:
         steepest.AdamMini(_model(torch.float32).named_parameters(), dim=DIM, n_heads=N_HEADS)
 
 
+def test_partition_warning_points_at_the_callers_line() -> None:
+    """The warning is raised inside torch's Optimizer.__init__; it must name this file, on every path."""
+    layer = nn.TransformerEncoderLayer(d_model=8, nhead=2, dim_feedforward=16, batch_first=True)
+    for build in (
+        lambda: steepest.AdamMini(layer.named_parameters()),
+        lambda: steepest.create_optimizer("adam_mini", list(layer.named_parameters())),
+        lambda: steepest.AdamMini([("mlp.weight", nn.Parameter(torch.ones(2, 2)))]).add_param_group(
+            {"params": [("self_attn.in_proj_weight", layer.self_attn.in_proj_weight)]}
+        ),
+    ):
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always")
+            build()
+        assert [w.filename for w in caught if "partition rule" in str(w.message)] == [__file__]
+
+
 def test_ln_substring_disables_decay() -> None:
     # The official rule: "norm", "ln" or "bias" anywhere in the name means no weight decay.
     w, k = nn.Parameter(torch.ones(2, 2)), nn.Parameter(torch.ones(2, 2))
