@@ -377,21 +377,31 @@ class SteepestOptimizer(StateSpecMixin, Optimizer, metaclass=ABCMeta):
         gathered = [self._params_with_grad(group) for group in self.param_groups]
         if type(self)._prepare_step is not SteepestOptimizer._prepare_step:
             self._prepare_step([g for _, grads in gathered for g in grads])
+        for group in self.param_groups:
+            self._init_group(group)
         jobs = []
         for group, (params, grads) in zip(self.param_groups, gathered, strict=True):
             if not params:
                 continue
-            states = []
-            for p in params:
-                state = self.state[p]
-                if not state:
-                    self._init_state(p, group, state)
-                states.append(state)
+            states = [self.state[p] for p in params]
             if group["maximize"]:
                 grads = list(torch._foreach_neg(grads))
             jobs.append((group, params, grads, states))
         self._update_groups(jobs)
         return loss
+
+    def _init_group(self, group: ParamGroup) -> None:
+        """Create the state of every parameter of ``group`` that has a gradient and no state yet.
+
+        Named as torch's optimizers name it: under ``torch.compile(opt.step)`` dynamo runs a method
+        of this name eagerly while tracing and guards on the state it leaves, so a compiled step
+        does not compile once more after the state appears (torch 2.13's ``OptimizerVariable``).
+        """
+        for p in group["params"]:
+            if p.grad is not None:
+                state = self.state[p]
+                if not state:
+                    self._init_state(p, group, state)
 
     def _params_with_grad(self, group: ParamGroup) -> tuple[list[Tensor], list[Tensor]]:
         params, grads = [], []
@@ -471,6 +481,11 @@ class SteepestOptimizer(StateSpecMixin, Optimizer, metaclass=ABCMeta):
         ``lr`` (or other real hyperparameter) is read once here, as a Python float, so the eager
         arithmetic is the same whichever form the value has.
         """
+        if self.capabilities.supports_fused and torch.compiler.is_compiling():
+            # Traced by the user's torch.compile(opt.step): the per-tensor update is the one
+            # written for tracing (the fused path's), and a tensor lr stays a graph input.
+            self._single_tensor_update(group, params, grads, states)
+            return
         group = host_scalars(group, self.real_hyperparameters())
         if not self._use_foreach(group):
             self._single_tensor_update(group, params, grads, states)
