@@ -128,7 +128,7 @@ def test_named_and_structured_optimizers_through_optimizer_cls_and_kwargs(
     key: str, build: Any, tmp_path: Path
 ) -> None:
     model = build()
-    weight_decay, hp = suggested(key)
+    _, hp = suggested(key)
     if key == "scale" and build is gpt2:  # GPT-2's lm_head is tied to wte: SCALE must be told its last layer
         with pytest.raises(ValueError, match="tied to the embedding"):
             optimizer_cls_and_kwargs(key, model, weight_decay=0.1, **hp)
@@ -185,7 +185,8 @@ def test_a_plain_trainer_cannot_drive_a_closure_optimizer(tmp_path: Path) -> Non
 
 
 def test_steepest_trainer_refuses_settings_a_closure_step_would_ignore(tmp_path: Path) -> None:
-    for overrides, match in (({"max_grad_norm": 1.0}, "max_grad_norm=0"), ({"gradient_accumulation_steps": 2}, "gradient_accumulation")):
+    refused = (({"max_grad_norm": 1.0}, "max_grad_norm=0"), ({"gradient_accumulation_steps": 2}, "accumulation"))
+    for overrides, match in refused:
         model = gpt2()
         trainer = SteepestTrainer(
             model=model,
