@@ -17,17 +17,37 @@ One iteration, with lower-level accuracy ε and linear-system accuracy δ:
    ``max_bt_loop`` times, the j-th retry with 10 + j backtracking steps.
 
 Defaults (official code): ε = δ = 0.1, η = 1e-4, ρ = 0.9, τ = 0.5, ν = 1.05, β = 0.1, max_bt_loop = 3,
-lower level and CG capped at 2000 iterations.
+lower level and CG capped at 2000 iterations, an overall budget of 10⁶ lower-level iterations (the code's
+``ll_budget``).
 
 Differences from the paper / code: the lower-level solver is gradient descent with a user step size
 (the paper's examples use FISTA); B, L_B and L_{A⁻¹} are estimated by finite differences along a random
 direction of length ε around ỹ (the official estimators depend on its missing ``Utils`` module); the
 sufficient-decrease constant is η² as in the official code; ∇_x f is included in p (the paper's f does
 not depend on x); the accuracy-shrinking loop of step 2 stops after ``max_shrink`` rounds.
+
+The reference value f(ỹ) of step 3: the official code compares against the loss recorded at the last
+accepted step (``self.loss[-1]``), computed at the lower-level point solved to the accuracy of that
+earlier iteration, while the slack term ‖∇_y f(ỹ)‖ε uses the point re-solved in step 1. We evaluate
+f(ỹ) at that re-solved point, as the paper's line search states it (both terms at the ỹ of this
+iteration's hypergradient, at accuracy ε). Why: when the loose early solve happened to have a lower
+outer value than the accurate one (early stopping regularises, e.g. on a ridge problem with noisy
+labels), the stale value is below every value the line search can reach, shrinking ε only shrinks the
+slack, and the official rule never accepts a step again while each retry costs more lower-level
+iterations.
+
+The lower-level budget ``max_lower_steps`` counts every gradient step of the lower-level solver (the
+initial solve, the re-solves of step 1 and the trial solves of step 3), as the code's ``ll_calls``
+does; CG iterations are not counted. The official code checks it only inside the backtracking loop,
+after a trial solve, so it can overshoot by one solve; we cap each solve at the steps left, so the
+count never exceeds the budget. When it runs out MAID stops, warns (``RuntimeWarning``; the official
+code prints) and returns the last accepted point with ``budget_exhausted=True``: the iteration in
+progress is dropped, since its lower-level point is not solved to the accuracy its test needs.
 """
 
 from __future__ import annotations
 
+import warnings
 from dataclasses import dataclass, field
 
 import torch
@@ -45,18 +65,27 @@ class MAIDResult:
 
     Attributes:
         x: final hyperparameters. y: final inner variables.
-        history: one dict per outer iteration: ``outer_value``, ``epsilon``, ``delta``, ``step`` (0 when
+        history: one dict per completed outer iteration: ``outer_value`` (f at the accepted point, or at
+            the re-solved current point when the iteration failed), ``epsilon``, ``delta``, ``step`` (0 when
             the iteration failed), ``bound`` (ω), ``grad_norm`` (‖p‖), ``inner_steps`` and ``cg_steps``
             (cumulative).
+        inner_steps: lower-level gradient steps taken in all (at most ``max_lower_steps``).
+        cg_steps: conjugate-gradient iterations taken in all.
+        budget_exhausted: True when the run stopped because ``max_lower_steps`` ran out (the iteration
+            then in progress is not in ``history``).
     """
 
     x: Tree
     y: Tree
     history: list[dict[str, float]] = field(default_factory=list)
+    inner_steps: int = 0
+    cg_steps: int = 0
+    budget_exhausted: bool = False
 
 
 @dataclass
 class _Counters:
+    budget: float  # lower-level steps allowed in all (inf: no budget)
     inner: int = 0
     cg: int = 0
     b: float = 0.0
@@ -64,9 +93,25 @@ class _Counters:
     l_ainv: float = 0.0
 
 
+class _LowerBudgetExhausted(Exception):
+    """Raised by :func:`_solve_lower` when a solve needs more steps than the budget has left."""
+
+    def __init__(self, y: Tree) -> None:
+        super().__init__("lower-level budget exhausted")
+        self.y = y
+
+
 def _solve_lower(g: Objective, y: Tree, x: Tree, eps: float, mu: float, lr: float, cap: int, c: _Counters) -> Tree:
-    out = inner_gradient_descent(g, y, x, lr=lr, steps=cap, tol=eps * mu)
+    left = c.budget - c.inner
+    steps = int(min(cap, left))
+    out = inner_gradient_descent(g, y, x, lr=lr, steps=steps, tol=eps * mu)
     c.inner += out.steps
+    if steps < cap and out.steps == steps:
+        # the budget, not ``cap``, set the limit and every step went: the last iterate may still meet the
+        # tolerance (a zero-step call only measures ‖∇_y g‖)
+        last = inner_gradient_descent(g, out.y, x, lr=lr, steps=0)
+        if not last.grad_norm <= eps * mu:
+            raise _LowerBudgetExhausted(out.y)
     return out.y
 
 
@@ -96,6 +141,7 @@ def maid(
     max_inner: int = 2000,
     max_cg: int = 2000,
     max_shrink: int = 30,
+    max_lower_steps: int | None = 1_000_000,
     seed: int = 0,
 ) -> MAIDResult:
     """Run MAID from ``(y0, x0)`` (see the module docstring for the algorithm and its defaults).
@@ -120,6 +166,9 @@ def maid(
         max_inner: iteration cap of the lower-level solver (default 2000).
         max_cg: iteration cap of CG (default 2000).
         max_shrink: cap on the accuracy-shrinking rounds of one inexact hypergradient.
+        max_lower_steps: overall budget of lower-level gradient steps (default 10⁶, the official
+            ``ll_budget``; ``None``: no budget). When it runs out, MAID warns and returns the last accepted
+            point (module docstring).
         seed: seeds the random directions of the constant estimates.
     """
     for name, value in (("mu", mu), ("inner_lr", inner_lr), ("epsilon", epsilon), ("delta", delta), ("beta", beta)):
@@ -127,12 +176,33 @@ def maid(
             raise ValueError(f"{name} must be > 0, got {value}")
     if not (0 < rho < 1 and 0 < tau < 1 and nu >= 1 and 0 < eta < 1 and lipschitz_f >= 0):
         raise ValueError("need 0 < rho < 1, 0 < tau < 1, nu >= 1, 0 < eta < 1, lipschitz_f >= 0")
+    for name, count, least in (("max_iter", max_iter, 0), ("max_bt_loop", max_bt_loop, 1), ("max_inner", max_inner, 1),
+                               ("max_cg", max_cg, 1), ("max_shrink", max_shrink, 1)):  # fmt: skip
+        if isinstance(count, bool) or not isinstance(count, int) or count < least:
+            raise ValueError(f"{name} must be an int >= {least}, got {count!r}")
+    if max_lower_steps is not None and (isinstance(max_lower_steps, bool) or not isinstance(max_lower_steps, int)
+                                        or max_lower_steps < 1):  # fmt: skip
+        raise ValueError(f"max_lower_steps must be an int >= 1 or None, got {max_lower_steps!r}")
     gen = torch.Generator().manual_seed(seed)
-    c = _Counters()
+    c = _Counters(budget=float("inf") if max_lower_steps is None else max_lower_steps)
     x, y = tree.detach(x0), tree.detach(y0)
-    y = _solve_lower(g, y, x, epsilon, mu, inner_lr, max_inner, c)
-    f_old = float(f(y, x))
     history: list[dict[str, float]] = []
+
+    def result(exhausted: bool) -> MAIDResult:
+        if exhausted:
+            warnings.warn(
+                f"maid: the lower-level budget max_lower_steps={max_lower_steps} ran out after "
+                f"{len(history)} outer iterations; returning the last accepted point",
+                RuntimeWarning,
+                stacklevel=3,
+            )
+        return MAIDResult(x, y, history, c.inner, c.cg, exhausted)
+
+    try:
+        y = _solve_lower(g, y, x, epsilon, mu, inner_lr, max_inner, c)
+    except _LowerBudgetExhausted as stop:
+        y = stop.y
+        return result(True)
 
     def inexact_gradient(y: Tree, eps: float, dlt: float) -> tuple[Tree, Tree, float, float, float]:
         omega, p = float("inf"), y
@@ -166,11 +236,15 @@ def maid(
     def grad_norm_f(y_: Tree) -> float:
         return float(tree.norm(grad_y(f, y_, x)))
 
-    for _ in range(max_iter):
+    def iteration(y: Tree, epsilon: float, delta: float, beta: float) -> tuple[Tree, float, float, float]:
+        nonlocal x
         step_taken = 0.0
         omega, p_norm = float("nan"), float("nan")
         for j in range(max_bt_loop):
             y, p, epsilon, delta, omega = inexact_gradient(y, epsilon, delta)
+            # the paper's f(ỹ_k): at the point just re-solved to accuracy ε (not the value stored at the
+            # last accepted step, solved to an older accuracy, as the official code does)
+            f_old = float(f(y, x))
             p_norm = float(tree.norm(p))
             slack_old = grad_norm_f(y) * epsilon
             accepted = False
@@ -193,4 +267,12 @@ def maid(
             "outer_value": f_old, "epsilon": epsilon, "delta": delta, "step": step_taken, "bound": omega,
             "grad_norm": p_norm, "inner_steps": float(c.inner), "cg_steps": float(c.cg),
         })  # fmt: skip
-    return MAIDResult(x, y, history)
+        return y, epsilon, delta, beta
+
+    for _ in range(max_iter):
+        try:
+            y, epsilon, delta, beta = iteration(y, epsilon, delta, beta)
+        except _LowerBudgetExhausted:
+            return result(True)
+    return result(False)
+
