@@ -6,6 +6,7 @@ entries in ``optimizer.state``. Each test runs for every registered optimizer.
 
 from __future__ import annotations
 
+import copy
 from typing import Any
 
 import pytest
@@ -141,3 +142,96 @@ def test_compiled_step_with_tensor_lr_compiles_once_without_graph_breaks(key: st
     torch._dynamo.reset()
     for eager, compiled_param in zip(*runs, strict=True):
         torch.testing.assert_close(compiled_param, eager, rtol=1e-5, atol=1e-6)
+
+
+def _stepped(key: str, **overrides: Any) -> tuple[torch.optim.Optimizer, list[torch.nn.Parameter]]:
+    problem = SumOfQuadratics()
+    params = make_params()
+    opt = build(key, params, **{**_variant(key), **overrides})
+    run_steps(opt, params, lambda: problem.loss(params), 2)
+    return opt, params
+
+
+def _continue(opt: torch.optim.Optimizer, params: list[torch.nn.Parameter]) -> list[list[torch.Tensor]]:
+    problem = SumOfQuadratics()
+    return run_steps(opt, params, lambda: problem.loss(params), 2)
+
+
+def _fresh_like(key: str, params: list[torch.nn.Parameter], **overrides: Any) -> Any:
+    copies = [torch.nn.Parameter(p.detach().clone()) for p in params]
+    return build(key, copies, **{**_variant(key), **overrides}), copies
+
+
+@pytest.mark.parametrize("key", KEYS)
+def test_old_checkpoint_with_python_number_step_loads(key: str) -> None:
+    """A ``step`` saved as a Python number (pre-1.12 torch checkpoints) loads as the declared tensor."""
+    opt, params = _stepped(key)
+    state = copy.deepcopy(opt.state_dict())
+    converted = 0
+    for entry in state["state"].values():
+        for name, value in list(entry.items()):
+            if name == "step" and isinstance(value, torch.Tensor) and value.dim() == 0:
+                entry[name] = int(value.item()) if float(value.item()).is_integer() else float(value.item())
+                converted += 1
+    expected_opt, expected_params = _fresh_like(key, params)
+    expected_opt.load_state_dict(copy.deepcopy(opt.state_dict()))
+    expected = _continue(expected_opt, expected_params)
+    resumed, resumed_params = _fresh_like(key, params)
+    resumed.load_state_dict(state)
+    for entry in resumed.state.values():
+        if "step" in entry:
+            assert isinstance(entry["step"], torch.Tensor)
+    actual = _continue(resumed, resumed_params)
+    for e, a in zip(expected, actual, strict=True):
+        for x, y in zip(e, a, strict=True):
+            assert torch.equal(x, y)
+    if any("step" in e for e in opt.state_dict()["state"].values()):
+        assert converted
+
+
+@pytest.mark.parametrize("key", KEYS)
+def test_load_state_dict_hooks_run_in_torchs_order(key: str) -> None:
+    """Load hooks act as in torch: pre-hooks before the checks, post-hooks on the final state.
+
+    A migrating pre-hook may repair what the checks would refuse; a post-hook sees this optimizer's
+    own execution path (``foreach``), not the checkpoint's.
+    """
+    opt, params = _stepped(key)
+    state = copy.deepcopy(opt.state_dict())
+    good_lr = state["param_groups"][0]["lr"]
+    state["param_groups"][0]["lr"] = -1.0  # an "old" checkpoint the migration hook repairs
+    resumed, _ = _fresh_like(key, params, foreach=False)
+    seen: dict[str, Any] = {}
+
+    def migrate(optimizer: torch.optim.Optimizer, state_dict: dict[str, Any]) -> dict[str, Any]:
+        repaired = copy.deepcopy(state_dict)
+        repaired["param_groups"][0]["lr"] = good_lr
+        return repaired
+
+    def after(optimizer: torch.optim.Optimizer) -> None:
+        seen["foreach"] = [g.get("foreach") for g in optimizer.param_groups]
+        seen["lr"] = optimizer.param_groups[0]["lr"]
+
+    resumed.register_load_state_dict_pre_hook(migrate)
+    resumed.register_load_state_dict_post_hook(after)
+    resumed.load_state_dict(state)
+    assert seen["lr"] == good_lr
+    assert seen["foreach"] == [False] * len(resumed.param_groups)
+    unhooked, _ = _fresh_like(key, params)
+    with pytest.raises(ValueError, match="lr"):
+        unhooked.load_state_dict(state)
+
+
+@pytest.mark.parametrize("key", KEYS)
+def test_entries_of_state_that_are_no_parameters_state_are_tolerated(key: str) -> None:
+    """What torch's hook tests do: a state-dict pre-hook puts ``state["test"] = 1``, a load post-hook a flag."""
+    opt, params = _stepped(key)
+    opt.register_state_dict_pre_hook(lambda optimizer: optimizer.state.__setitem__("test", 1))
+    state = opt.state_dict()
+    assert state["state"]["test"] == 1
+    resumed, resumed_params = _fresh_like(key, params)
+    resumed.register_load_state_dict_post_hook(lambda optimizer: optimizer.state.__setitem__("ran_post_hook", True))
+    resumed.load_state_dict(state)
+    assert resumed.state["test"] == 1 and resumed.state["ran_post_hook"] is True
+    _continue(resumed, resumed_params)
+    resumed.state_dict()

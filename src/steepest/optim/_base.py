@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import inspect
 from abc import ABCMeta
+from collections import OrderedDict
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from types import MappingProxyType
@@ -125,17 +126,38 @@ class StateSpecMixin:
     def load_state_dict(self, state_dict: Mapping[str, Any]) -> None:
         """Load state after checking it matches this optimizer; raises ``ValueError`` otherwise.
 
+        In torch's order: the load pre-hooks first (one may migrate an old checkpoint), then the
+        checks, then the load, then the post-hooks, which see the final state. A scalar state
+        entry saved as a Python number (``step`` in pre-1.12 torch checkpoints) is loaded as the
+        declared 0-dim tensor, as torch's own optimizers cast it. Entries of ``state`` that belong
+        to no parameter (a key that is not a parameter id, such as a hook's marker) are kept as
+        torch keeps them.
+
         The execution path (``foreach``, ``fused``) stays this optimizer's own: a checkpoint written
         by a fused run continues on the per-tensor path of the optimizer loading it, and back.
         """
-        saved_groups = self._validate_state_dict(state_dict)
+        optimizer = cast(Optimizer, self)
+        if isinstance(state_dict, Mapping):
+            state_dict = dict(state_dict)
+        for pre_hook in optimizer._optimizer_load_state_dict_pre_hooks.values():
+            result = pre_hook(optimizer, state_dict)
+            if result is not None:
+                state_dict = result
+        prepared = self._prepare_loaded_state_dict(state_dict)
+        saved_groups = self._validate_state_dict(prepared)
         paths = [{k: g[k] for k in EXECUTION_PATH_KEYS if k in g} for g in self.param_groups]
-        super().load_state_dict(state_dict)  # type: ignore[misc]
+        hooks = optimizer._optimizer_load_state_dict_pre_hooks, optimizer._optimizer_load_state_dict_post_hooks
+        optimizer._optimizer_load_state_dict_pre_hooks = OrderedDict()
+        optimizer._optimizer_load_state_dict_post_hooks = OrderedDict()
+        try:
+            super().load_state_dict(prepared)  # type: ignore[misc]
+        finally:
+            optimizer._optimizer_load_state_dict_pre_hooks, optimizer._optimizer_load_state_dict_post_hooks = hooks
         for group, path in zip(self.param_groups, paths, strict=True):
             group.update(path)
         # torch casts every floating entry except 'step' to the parameter dtype; restore the
         # declared dtype from the saved tensor itself so no precision is lost on the way.
-        saved_state = state_dict["state"]
+        saved_state = prepared["state"]
         params = [p for g in self.param_groups for p in g["params"]]
         saved_ids = [i for g in saved_groups for i in g["params"]]
         groups = [g for g in self.param_groups for _ in g["params"]]
@@ -144,8 +166,25 @@ class StateSpecMixin:
                 continue
             entry = self.state[param]
             for key, (_, dtype) in self.saved_state_shapes(param, group, saved_state[saved_id]).items():
-                if entry[key].dtype != dtype:
-                    entry[key] = saved_state[saved_id][key].to(device=param.device, dtype=dtype, copy=True)
+                saved = saved_state[saved_id][key]
+                if not isinstance(saved, Tensor):  # a Python number for a 0-dim entry (checked)
+                    entry[key] = torch.tensor(float(saved), dtype=dtype, device=param.device)
+                elif entry[key].dtype != dtype:
+                    entry[key] = saved.to(device=param.device, dtype=dtype, copy=True)
+        self._finish_load(state_dict)
+        for post_hook in optimizer._optimizer_load_state_dict_post_hooks.values():
+            post_hook(optimizer)
+
+    def _prepare_loaded_state_dict(self, state_dict: Any) -> Any:
+        """The state dict the checks and torch's load see, after the pre-hooks; ``state_dict`` by default.
+
+        Optimizers that keep optimizer-wide state inside the state dict (BlockLLM's selection)
+        check and strip it here, raising ``ValueError`` before anything is loaded.
+        """
+        return state_dict
+
+    def _finish_load(self, state_dict: Mapping[str, Any]) -> None:
+        """Runs after the load, before the post-hooks (default: nothing); for optimizer-wide state."""
 
     def _validate_state_dict(self, state_dict: Mapping[str, Any]) -> list[Mapping[str, Any]]:
         name = type(self).__name__
@@ -178,7 +217,9 @@ class StateSpecMixin:
                 id_to_param[saved_id] = (param, merged)
         for saved_id, entry in saved_state.items():
             if saved_id not in id_to_param:
-                raise ValueError(f"{name}.load_state_dict: state for unknown parameter id {saved_id!r}")
+                if isinstance(saved_id, int):
+                    raise ValueError(f"{name}.load_state_dict: state for unknown parameter id {saved_id!r}")
+                continue  # not a parameter's state (torch keeps such entries as they are)
             if not isinstance(entry, Mapping):
                 raise ValueError(f"{name}.load_state_dict: state of parameter {saved_id!r} is not a mapping")
             if not entry:
@@ -193,6 +234,8 @@ class StateSpecMixin:
                 )
             for key, (shape, _) in expected.items():
                 value = entry[key]
+                if shape == () and isinstance(value, int | float) and not isinstance(value, bool):
+                    continue  # an old checkpoint's Python-number step: cast on load
                 if not isinstance(value, Tensor):
                     raise ValueError(f"{name}.load_state_dict: state {key!r} of parameter {saved_id!r} is not a tensor")
                 if tuple(value.shape) != tuple(shape):

@@ -275,8 +275,8 @@ class BlockLLM(SteepestOptimizer):
         out["param_groups"][0]["blockllm"] = selection
         return out
 
-    def load_state_dict(self, state_dict: Mapping[str, Any]) -> None:
-        """Load a state dict saved by a BlockLLM over the same parameters; raises ``ValueError`` first."""
+    def _prepare_loaded_state_dict(self, state_dict: Any) -> Any:
+        """Check the saved selection (in the first group) and return the state dict without it."""
         groups = state_dict.get("param_groups") if isinstance(state_dict, Mapping) else None
         first = groups[0] if isinstance(groups, list | tuple) and groups else None
         if not isinstance(first, Mapping) or not isinstance(first.get("blockllm"), Mapping):
@@ -303,7 +303,11 @@ class BlockLLM(SteepestOptimizer):
         assert groups is not None  # first came from it
         rest = {**state_dict, "param_groups": [{k: v for k, v in first.items() if k != "blockllm"}, *groups[1:]]}
         self._check_entries_match_selection(rest, saved["selected"])
-        super().load_state_dict(rest)
+        return rest
+
+    def _finish_load(self, state_dict: Mapping[str, Any]) -> None:
+        """Take over the saved selection (checked in :meth:`_prepare_loaded_state_dict`)."""
+        saved = state_dict["param_groups"][0]["blockllm"]
         self._selector = {k: saved[k].clone() for k in _SELECTOR_KEYS if k != "losses"}
         self._losses = [float(v) for v in saved["losses"]]
         self._apply_freeze()

@@ -198,11 +198,10 @@ class ZerothOrderOptimizer(SteepestOptimizer):
         if "master" in state:
             state["master"].copy_(param)
 
-    def load_state_dict(self, state_dict: Mapping[str, Any]) -> None:
-        """Load state (checked first); seeds are moved back to the CPU, where they are read."""
-        super().load_state_dict(state_dict)
+    def _finish_load(self, state_dict: Mapping[str, Any]) -> None:
+        """Seeds are moved back to the CPU, where they are read."""
         for state in self.state.values():
-            if "seed" in state:
+            if isinstance(state, dict) and isinstance(state.get("seed"), Tensor):
                 state["seed"] = state["seed"].to("cpu")
 
     # -- step ----------------------------------------------------------------------------
