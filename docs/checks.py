@@ -1,9 +1,10 @@
 r"""Docstring markup and documentation coverage, for the docs build (no MkDocs or griffe needed here).
 
 :func:`rst_to_markdown` is what ``docs/griffe_steepest.py`` applies to every docstring before
-mkdocstrings renders it; :func:`control_characters` and :func:`undocumented_names` are the checks
-that ``docs/griffe_steepest.py`` and ``docs/hooks.py`` turn into build warnings (failures under
-``mkdocs build --strict``). ``tests/test_docs_pages.py`` tests them directly.
+mkdocstrings renders it; :func:`control_characters`, :func:`undocumented_names` and
+:func:`missing_docstrings` are the checks that ``docs/griffe_steepest.py`` and ``docs/hooks.py``
+turn into build warnings (failures under ``mkdocs build --strict``). ``tests/test_docs_pages.py``
+tests them directly.
 
 steepest's docstrings are Google style with reStructuredText markup inside (``:math:`...```,
 ``.. math::`` blocks, ``:class:`...``` and other roles, ``Example::`` literal blocks), as Sphinx
@@ -23,6 +24,7 @@ from __future__ import annotations
 
 import ast
 import importlib
+import inspect
 import re
 import textwrap
 from collections.abc import Iterable
@@ -140,3 +142,27 @@ def undocumented_names(module: Any, identifiers: Iterable[str]) -> list[str]:
     """
     rendered = {id(resolve(identifier)) for identifier in identifiers}
     return [name for name in module.__all__ if name != "__version__" and id(getattr(module, name)) not in rendered]
+
+
+def missing_docstrings(identifiers: Iterable[str]) -> list[str]:
+    """The rendered objects without a docstring: each identifier's object, and a class's public methods.
+
+    mkdocstrings shows an object without a docstring as a bare signature (or, for members, not at
+    all); this names them instead. Methods count when the class itself defines them.
+    """
+    out = []
+    for identifier in identifiers:
+        obj = resolve(identifier)
+        if inspect.ismodule(obj) or inspect.isclass(obj) or inspect.isroutine(obj):
+            if not (obj.__doc__ or "").strip():
+                out.append(identifier)
+        if inspect.isclass(obj):
+            for name, member in vars(obj).items():
+                function = getattr(member, "__func__", member)  # staticmethod / classmethod
+                if isinstance(member, property):
+                    function = member.fget
+                if name.startswith("_") or not inspect.isfunction(function):
+                    continue
+                if not (function.__doc__ or "").strip():
+                    out.append(f"{identifier}.{name}")
+    return out

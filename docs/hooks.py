@@ -3,8 +3,10 @@
 * MathJax 3 comes from the ``django-static-mathjax`` wheel of the docs extra (no other
   dependency) and is copied into the site, so math renders without any network access.
 * Every name in ``steepest.__all__`` must be rendered by a ``::: identifier`` directive on some
-  page, and every generated page must match the registry (``docs/generate.py --check``);
-  otherwise the build logs a warning, which ``mkdocs build --strict`` turns into a failure.
+  page, every object a directive renders (and each public method of a class it renders) must
+  have a docstring, and every generated page must match the registry (``docs/generate.py
+  --check``); otherwise the build logs a warning, which ``mkdocs build --strict`` turns into a
+  failure.
 """
 
 from __future__ import annotations
@@ -65,13 +67,17 @@ def on_pre_build(config: MkDocsConfig, **kwargs: Any) -> None:
     """Warn for public API that no page renders, and for generated pages out of date."""
     import steepest
 
-    pages = sorted(DOCS.rglob("*.md"))
+    targets = checks.directive_targets(sorted(DOCS.rglob("*.md")))
     try:
-        missing = checks.undocumented_names(steepest, checks.directive_targets(pages))
+        missing = checks.undocumented_names(steepest, targets)
+        no_docstring = checks.missing_docstrings(targets)
     except (ImportError, AttributeError) as err:
         logger.warning("a ::: directive does not resolve: %s", err)
     else:
         if missing:
             logger.warning("public names no page documents (add a ::: directive): %s", ", ".join(missing))
+        for identifier in no_docstring:
+            page = targets.get(identifier) or targets.get(identifier.rsplit(".", 1)[0])
+            logger.warning("%s is rendered on %s but has no docstring", identifier, page)
     for problem in generate.stale(generate.expected_files()):
         logger.warning("generated docs are stale (run python docs/generate.py):\n%s", problem)

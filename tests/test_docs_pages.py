@@ -99,6 +99,26 @@ def test_a_public_name_without_a_page_is_reported(tmp_path: Path) -> None:
     assert "__version__" not in missing
 
 
+def test_rendered_objects_without_docstrings_are_reported(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    (tmp_path / "doc_probe_module.py").write_text(
+        '"""A module."""\n\n'
+        "class Documented:\n"
+        '    """A class."""\n\n'
+        "    def fine(self):\n"
+        '        """Has one."""\n\n'
+        "    def bare(self):\n"
+        "        pass\n\n"
+        "    def _private(self):\n"
+        "        pass\n\n"
+        "def naked():\n"
+        "    pass\n"
+    )
+    monkeypatch.syspath_prepend(str(tmp_path))
+    found = checks.missing_docstrings(["doc_probe_module", "doc_probe_module.Documented", "doc_probe_module.naked"])
+    assert found == ["doc_probe_module.Documented.bare", "doc_probe_module.naked"]
+    assert checks.missing_docstrings(["steepest.Lion", "steepest.SteepestOptimizer", "steepest.create_optimizer"]) == []
+
+
 @pytest.mark.parametrize(
     ("rst", "markdown"),
     [
