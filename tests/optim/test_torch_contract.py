@@ -235,3 +235,38 @@ def test_entries_of_state_that_are_no_parameters_state_are_tolerated(key: str) -
     assert resumed.state["test"] == 1 and resumed.state["ran_post_hook"] is True
     _continue(resumed, resumed_params)
     resumed.state_dict()
+
+
+def _closure_or_hvp(key: str) -> bool:
+    caps = getattr(REGISTRY[key].cls, "capabilities", None)
+    return bool(caps and (caps.requires_closure or caps.needs_create_graph or caps.gradient_free))
+
+
+@pytest.mark.parametrize("key", KEYS)
+def test_grad_scaler_is_refused_by_closure_and_hvp_optimizers_with_a_clear_error(key: str) -> None:
+    """``scaler.step(opt, closure)``: a closure or HVP optimizer names bfloat16 autocast; the others just step."""
+    problem = SumOfQuadratics()
+    params = make_params(torch.float32)
+    opt = build(key, params, **_variant(key))
+    scaler = torch.amp.GradScaler("cpu", init_scale=4.0)
+    caps = opt.capabilities  # type: ignore[attr-defined]
+
+    def closure() -> torch.Tensor:
+        for p in params:
+            p.grad = None
+        loss = problem.loss(params)
+        if torch.is_grad_enabled():
+            scaler.scale(loss).backward(create_graph=caps.needs_create_graph)
+        return loss.detach()
+
+    with torch.enable_grad():
+        closure()  # the scaler has scaled once this iteration, as a training loop would
+    before = [p.detach().clone() for p in params]
+    if _closure_or_hvp(key):
+        with pytest.raises(RuntimeError, match=r"GradScaler.*bfloat16"):
+            scaler.step(opt, closure)
+        assert all(torch.equal(p, b) for p, b in zip(params, before, strict=True))
+    else:
+        scaler.step(opt)
+        scaler.update()
+        assert any(not torch.equal(p, b) for p, b in zip(params, before, strict=True) if p.numel())

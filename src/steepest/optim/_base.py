@@ -75,8 +75,9 @@ class Capabilities:
             (a norm or a maximum), so groups are not split per parameter.
         needs_named_parameters: the constructor takes ``model.named_parameters()`` (the
             update depends on what each tensor is, e.g. Adam-mini's partition by name).
-        gradient_free: ``step`` never reads ``.grad``; it calls the closure under
-            ``torch.no_grad()`` only (zeroth-order methods: forward passes only).
+        gradient_free: ``step`` never reads ``.grad`` and leaves it as the caller had it; it
+            calls the closure for the loss only (under ``torch.no_grad()``, or under
+            ``torch.enable_grad()`` for a torch-style closure).
         supports_fused: ``fused=True`` compiles ``_single_tensor_update`` over each bucket
             (the optimizer takes a ``fused`` keyword; see :mod:`steepest.optim._fused`).
 
@@ -85,6 +86,21 @@ class Capabilities:
     ``create_graph=True`` when ``needs_create_graph``), and returns the loss. Optimizers call it
     under ``torch.enable_grad()`` when they need gradients and under ``torch.no_grad()`` when
     they need only the loss (line-search trial points, zeroth-order estimates).
+
+    A torch-style closure, which calls ``loss.backward()`` unconditionally as PyTorch's docs
+    write one for LBFGS, is accepted as well and gives the same steps. Where only the loss is
+    needed, its first call of a step raises under ``torch.no_grad()``; the optimizer then puts
+    the torch RNG back where that attempt started, calls it again under ``torch.enable_grad()``
+    and keeps calling it that way for the rest of the step
+    (:class:`steepest.optim._closures.LossOnlyCaller`). The cost is one extra forward pass per
+    step (the attempt that stopped at ``backward()``) and a backward pass per loss-only
+    evaluation. Loss-only evaluations never change ``.grad``, whichever the style. A closure may
+    return None only where the optimizer does not need the loss (BlockLLM then records no loss).
+
+    Closure and Hessian-vector-product optimizers refuse ``torch.amp.GradScaler`` with a
+    ``RuntimeError`` naming bfloat16 autocast, which needs no scaler. (``scaler.step(opt,
+    closure)`` before any ``scaler.scale()`` call in the iteration fails inside torch, with
+    "_scale is None", before the optimizer runs.)
     """
 
     requires_closure: bool = False

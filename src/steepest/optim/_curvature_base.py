@@ -25,6 +25,7 @@ from steepest.optim._estimators import (
     release_graph,
     require_graph,
 )
+from steepest.optim._linesearch import refuse_grad_scaler
 
 
 class HutchinsonOptimizer(RankAveraging, SteepestOptimizer):
@@ -51,6 +52,10 @@ class HutchinsonOptimizer(RankAveraging, SteepestOptimizer):
         state = self.state[param]
         return int(state["step"]) + 1 if state else 1
 
+    #: ``GradScaler.step`` then hands ``grad_scale``/``found_inf`` over instead of unscaling, and
+    #: ``step`` refuses with an error naming bfloat16 autocast (``refuse_grad_scaler``).
+    _step_supports_amp_scaling: ClassVar[bool] = True
+
     @torch.no_grad()
     def step(self, closure: Callable[[], Any] | None = None) -> Any:
         """Perform one optimization step.
@@ -63,6 +68,7 @@ class HutchinsonOptimizer(RankAveraging, SteepestOptimizer):
         Raises:
             RuntimeError: the gradients have no autograd graph, or a gradient is sparse.
         """
+        refuse_grad_scaler(self, "hvp")
         name = type(self).__name__
         loss = None
         if closure is not None:

@@ -304,19 +304,28 @@ class TrialEvaluator:
             self._after.restore()
 
 
-def refuse_grad_scaler(optimizer: Any) -> None:
+#: Why each kind of closure optimizer cannot be driven by ``torch.amp.GradScaler``.
+GRAD_SCALER_REASONS = {
+    "line_search": "the line search compares losses with the squared gradient norm, which a scaled gradient breaks",
+    "closure": "its closure recomputes the loss and gradients inside step(), after the scaler would unscale them",
+    "hvp": "its Hessian-vector products differentiate the scaled gradients, which the scaler never unscales",
+}
+
+
+def refuse_grad_scaler(optimizer: Any, reason: str = "line_search") -> None:
     """Raise if ``optimizer.step`` is being called by an enabled ``torch.amp.GradScaler``.
 
-    The step-size optimizers declare ``_step_supports_amp_scaling``, so ``GradScaler.step``
-    hands them ``grad_scale`` / ``found_inf`` attributes instead of unscaling; we refuse there.
-    A line search compares loss values with ``||g||^2``: with a scaled gradient (and a scaled
-    loss, re-scaled inside the closure at every trial) the test is off by the scale factor.
+    Closure and Hessian-vector-product optimizers declare ``_step_supports_amp_scaling``, so
+    ``GradScaler.step`` hands them ``grad_scale`` / ``found_inf`` attributes instead of
+    unscaling; we refuse there, naming the alternative. ``reason`` is a key of
+    :data:`GRAD_SCALER_REASONS`. (``scaler.step(opt, closure)`` before any ``scaler.scale()``
+    call fails earlier, inside torch, with "_scale is None"; no optimizer code runs then.)
     """
     if getattr(optimizer, "grad_scale", None) is not None or getattr(optimizer, "found_inf", None) is not None:
         raise RuntimeError(
-            f"{type(optimizer).__name__} does not support torch.amp.GradScaler: the line search compares "
-            "losses with the squared gradient norm, which a scaled gradient breaks. Use bfloat16 autocast "
-            "(no scaler needed) or float32, and call optimizer.step(closure) directly."
+            f"{type(optimizer).__name__} does not support torch.amp.GradScaler: {GRAD_SCALER_REASONS[reason]}. "
+            "Use torch.autocast(device_type, dtype=torch.bfloat16), which needs no scaler, or float32, "
+            "and call optimizer.step(closure) directly."
         )
 
 

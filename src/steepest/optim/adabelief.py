@@ -137,7 +137,7 @@ class AdaBelief(SteepestOptimizer):
         maximize: ascend the objective instead.
         foreach: use the ``torch._foreach_*`` path (``None``: yes).
         fused: compile the per-tensor update over each device and dtype bucket
-            (:mod:`steepest.optim._fused`; ``None``: only for groups of at least 2**24 elements).
+            (:mod:`steepest.optim._fused`; ``None``, the default, means not fused, as in torch).
 
     Requirements: gradients only; no closure.
 

@@ -81,8 +81,8 @@ class AdaHessian(HutchinsonOptimizer):
             parameter's position), default 0.
         maximize: ascend the objective instead.
         foreach: use the ``torch._foreach_*`` path (``None``: yes).
-        fused: compile the update (:mod:`steepest.optim._fused`; ``None``: only for groups of
-            at least 2**24 elements). The Hessian-vector product stays eager; the compiled
+        fused: compile the update (:mod:`steepest.optim._fused`; ``None``, the default: not
+            fused). The Hessian-vector product stays eager; the compiled
             update reads its estimate.
 
     Requirements: gradients with a graph, ``loss.backward(create_graph=True)`` (capability

@@ -77,7 +77,7 @@ class Fira(GaLoreAdamW):
         maximize: ascend the objective instead.
         foreach: use the ``torch._foreach_*`` path for the moments (``None``: yes).
         fused: compile the update of unprojected groups over each device and dtype bucket
-            (:mod:`steepest.optim._fused`; ``None``: only for groups of at least 2**24 elements).
+            (:mod:`steepest.optim._fused`; ``None``, the default, means not fused, as in torch).
 
     Requirements: gradients only; no closure. Projected parameters must be 2-D.
 

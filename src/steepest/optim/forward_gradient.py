@@ -9,6 +9,7 @@ import torch
 import torch.autograd.forward_ad as fwad
 from torch import Tensor
 
+from steepest.optim._linesearch import refuse_grad_scaler
 from steepest.optim._validation import Integer, Rule
 from steepest.optim.mezo import ActiveParam, ZerothOrderOptimizer, decays, direction, loss_value
 
@@ -101,6 +102,7 @@ class ForwardGradient(ZerothOrderOptimizer):
         Returns:
             The loss at the current parameters (its primal value).
         """
+        refuse_grad_scaler(self, "closure")
         if closure is None:
             raise RuntimeError(
                 f"{type(self).__name__}.step requires a closure that runs the forward pass and returns the loss"

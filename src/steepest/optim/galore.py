@@ -89,7 +89,7 @@ class GaLoreAdamW(SteepestOptimizer):
         foreach: use the ``torch._foreach_*`` path for the moments (``None``: yes); the
             projections are per matrix either way.
         fused: compile the per-tensor update over each device and dtype bucket
-            (:mod:`steepest.optim._fused`; ``None``: only for groups of at least 2**24 elements).
+            (:mod:`steepest.optim._fused`; ``None``, the default, means not fused, as in torch).
 
     Requirements: gradients only; no closure. Projected parameters must be 2-D.
 

@@ -20,6 +20,7 @@ from torch import Tensor
 from steepest.optim._base import SCALAR_DTYPE, Capabilities, ParamGroup, StateSpec, SteepestOptimizer, zeros_state
 from steepest.optim._closures import LossOnlyCaller
 from steepest.optim._functional import is_dtensor
+from steepest.optim._linesearch import refuse_grad_scaler
 from steepest.optim._validation import POSITIVE, Boolean, Integer, Rule
 
 _MASK64 = (1 << 64) - 1
@@ -256,6 +257,10 @@ class ZerothOrderOptimizer(SteepestOptimizer):
             else:
                 entry.param.copy_(master)
 
+    #: ``GradScaler.step`` then hands ``grad_scale``/``found_inf`` over instead of unscaling, and
+    #: ``step`` refuses with an error naming bfloat16 autocast (``refuse_grad_scaler``).
+    _step_supports_amp_scaling: ClassVar[bool] = True
+
     @torch.no_grad()
     def step(self, closure: Callable[[], Any] | None = None) -> Any:
         """One SPSA step: two forward passes, then the update.
@@ -274,6 +279,7 @@ class ZerothOrderOptimizer(SteepestOptimizer):
             raise RuntimeError(
                 f"{type(self).__name__}.step requires a closure that runs the forward pass and returns the loss"
             )
+        refuse_grad_scaler(self, "closure")
         loss_only = self._loss_only(closure)
         active = self._active()
         if not active:

@@ -13,7 +13,7 @@ from torch import Tensor
 
 from steepest.optim._base import Capabilities, ParamGroup, StateSpec, SteepestOptimizer
 from steepest.optim._estimators import RankAveraging, hessian_vector_products, release_graph, require_graph
-from steepest.optim._linesearch import strong_wolfe_search
+from steepest.optim._linesearch import refuse_grad_scaler, strong_wolfe_search
 from steepest.optim._step_size_base import OptimizerWideSettings
 from steepest.optim._validation import Boolean, Integer, Interval, Rule
 
@@ -141,7 +141,12 @@ class NewtonCG(OptimizerWideSettings, RankAveraging, SteepestOptimizer):
     raises ``RuntimeError`` without a closure or when the gradients have no graph. Every
     evaluation's graph is released (``p.grad`` detached), and ``p.grad`` is left as the last
     evaluation set it. Cost: up to ``cg_max_iter`` double-backward products plus one forward and
-    backward per line-search evaluation: for small models.
+    backward per line-search evaluation: for small models. Not with ``torch.compile(model)``: the
+    Hessian-vector product differentiates the gradient a second time, and torch's AOTAutograd
+    does not support double backward
+    ("torch.compile with aot_autograd does not currently support double backward", torch 2.13);
+    run the model eagerly. Not with ``torch.amp.GradScaler`` (refused with a ``RuntimeError``):
+    use bfloat16 autocast, which needs no scaler.
 
     Example:
         >>> import torch, steepest
@@ -218,9 +223,14 @@ class NewtonCG(OptimizerWideSettings, RankAveraging, SteepestOptimizer):
         shapes["step_size"] = ((), torch.float64)
         return shapes
 
+    #: ``GradScaler.step`` then hands ``grad_scale``/``found_inf`` over instead of unscaling, and
+    #: ``step`` refuses with an error naming bfloat16 autocast (``refuse_grad_scaler``).
+    _step_supports_amp_scaling: ClassVar[bool] = True
+
     @torch.no_grad()
     def step(self, closure: Callable[[], Any] | None = None) -> Any:
         """One Newton-CG step with a (possibly negative) strong-Wolfe step size; returns the initial loss."""
+        refuse_grad_scaler(self, "hvp")
         if closure is None:
             raise RuntimeError("NewtonCG.step requires a closure that re-evaluates the loss")
         settings = self.param_groups[0]

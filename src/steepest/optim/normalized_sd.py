@@ -122,8 +122,8 @@ class NormalizedSD(SteepestOptimizer):
             descent), default False.
         maximize: ascend the objective instead.
         foreach: use the ``torch._foreach_*`` path (``None``: yes).
-        fused: compile the update over the whole group (:mod:`steepest.optim._fused`; ``None``:
-            only for groups of at least 2**24 elements). The l2 and l_inf steps fuse, with the
+        fused: compile the update over the whole group (:mod:`steepest.optim._fused`; ``None``, the
+            default: not fused). The l2 and l_inf steps fuse, with the
             dual norm kept on the device; the l1 step moves one coordinate, not an elementwise
             pass, and keeps the foreach path.
 

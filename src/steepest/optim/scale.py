@@ -132,7 +132,7 @@ class SCALE(SteepestOptimizer):
         foreach: use the batched path (``torch._foreach_*`` for vectors, one stacked
             normalization per distinct matrix shape); ``None``: yes.
         fused: compile the per-tensor update over each device and dtype bucket
-            (:mod:`steepest.optim._fused`; ``None``: only for groups of at least 2**24 elements).
+            (:mod:`steepest.optim._fused`; ``None``, the default, means not fused, as in torch).
 
     Requirements: gradients only; no closure.
 

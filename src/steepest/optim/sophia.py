@@ -64,14 +64,18 @@ class SophiaH(HutchinsonOptimizer):
         seed: seeds the probe generators, default 0.
         maximize: ascend the objective instead.
         foreach: use the ``torch._foreach_*`` path (``None``: yes).
-        fused: compile the update (:mod:`steepest.optim._fused`; ``None``: only for groups of
-            at least 2**24 elements). The Hessian-vector product stays eager; the update reads its
-            estimate, so a step with an estimate and a step without are two compiled graphs.
+        fused: compile the update (:mod:`steepest.optim._fused`; ``None``, the default: not
+            fused). The Hessian-vector product stays eager; the update reads its estimate, so a step
+            with an estimate and a step without are two compiled graphs.
 
     Requirements: gradients with a graph (``loss.backward(create_graph=True)``, capability
     ``needs_create_graph``) on steps where an estimate is due; ``step`` raises ``RuntimeError``
     otherwise. A closure is optional and follows the closure contract. The graph is released
-    (``p.grad`` detached) at every step.
+    (``p.grad`` detached) at every step. Not with ``torch.compile(model)``: the Hessian-vector
+    product differentiates the gradient a second time, and torch's AOTAutograd does not support
+    double backward ("torch.compile with aot_autograd does not currently support double backward", torch 2.13);
+    run the model eagerly. Not with ``torch.amp.GradScaler`` (refused with a ``RuntimeError``):
+    use bfloat16 autocast, which needs no scaler.
 
     Example:
         >>> import torch, steepest
@@ -216,8 +220,8 @@ class SophiaG(SteepestOptimizer):
             per group (each group is refreshed on its own period).
         maximize: ascend the objective instead.
         foreach: use the ``torch._foreach_*`` path (``None``: yes).
-        fused: compile the step's update (:mod:`steepest.optim._fused`; ``None``: only for
-            groups of at least 2**24 elements). :meth:`update_hessian` stays eager (one
+        fused: compile the step's update (:mod:`steepest.optim._fused`; ``None``, the default: not
+            fused). :meth:`update_hessian` stays eager (one
             multiply-add every ``update_period`` steps).
 
     Requirements: plain gradients (no graph, no closure) for :meth:`step`; a closure computing
