@@ -8,7 +8,15 @@ import torch
 from torch import Tensor
 
 from steepest.optim._base import Capabilities, ParamGroup, SteepestOptimizer
-from steepest.optim._functional import add_scaled_, decay_weights_, foreach_decay_weights_, lerp, lerp_
+from steepest.optim._functional import (
+    add_scaled_,
+    decay_weights_,
+    foreach_decay_weights_,
+    foreach_nan_preserving_sign,
+    lerp,
+    lerp_,
+    nan_preserving_sign,
+)
 
 
 class Lion(SteepestOptimizer):
@@ -28,7 +36,11 @@ class Lion(SteepestOptimizer):
     Differences from the paper: none in the math. As in the official code (google/automl),
     the decoupled decay multiplies by :math:`(1-\eta\lambda)` with the *current* lr (not
     lucidrains' optional ``wd / lr_0`` variant), and ``sign(0) = 0`` so a coordinate with
-    :math:`c_t = 0` does not move.
+    :math:`c_t = 0` does not move. A non-finite gradient entry (NaN or :math:`\pm\infty`) makes
+    :math:`c_t` non-finite there and the parameter entry NaN in the same step (and :math:`m`
+    non-finite), as in every sign method here: ``torch.sign`` maps NaN to 0, which would freeze
+    the coordinate for good behind a NaN :math:`m`, with a finite parameter that hides the broken
+    gradient.
 
     State per parameter: ``exp_avg`` (:math:`m`, like the parameter). No step counter.
 
@@ -82,7 +94,7 @@ class Lion(SteepestOptimizer):
             exp_avg = state["exp_avg"]
             decay_weights_(param, lr, wd)
             interpolated = lerp(exp_avg, grad, 1.0 - beta1)
-            add_scaled_(param, interpolated.sign_(), -lr)
+            add_scaled_(param, nan_preserving_sign(interpolated), -lr)
             lerp_(exp_avg, grad, 1.0 - beta2)
 
     def _foreach_update(
@@ -92,6 +104,5 @@ class Lion(SteepestOptimizer):
         exp_avgs = [s["exp_avg"] for s in states]
         foreach_decay_weights_(params, lr, wd)
         interpolated = torch._foreach_lerp(exp_avgs, grads, 1.0 - beta1)
-        torch._foreach_sign_(interpolated)
-        torch._foreach_add_(params, interpolated, alpha=-lr)
+        torch._foreach_add_(params, foreach_nan_preserving_sign(list(interpolated)), alpha=-lr)
         torch._foreach_lerp_(exp_avgs, grads, 1.0 - beta2)

@@ -117,8 +117,10 @@ class Signum(SteepestOptimizer):
     ``wd``, which it adds to the gradient *inside* the momentum, :math:`m \leftarrow \beta m +
     (1-\beta)(\tilde g + \lambda x)`, so that decay acts only through the sign; that coupled
     form is not offered here. The momentum update is computed as ``lerp`` (:math:`m + (1-\beta)(\tilde g
-    - m)`), equal to the paper's form up to rounding. ``sign(0) = 0`` and ``sign(NaN) = 0``
-    (``torch.sign``): a NaN gradient leaves the parameter finite but the buffer NaN.
+    - m)`), equal to the paper's form up to rounding. ``sign(0) = 0``. A non-finite gradient entry
+    (NaN or :math:`\pm\infty`) makes the buffer entry non-finite and the parameter entry NaN in the
+    same step, as in :class:`SignSGD`: ``torch.sign`` maps NaN to 0, which would freeze the
+    coordinate for good behind a NaN buffer, with a finite parameter that hides the broken gradient.
 
     State per parameter: ``momentum_buffer`` (:math:`m`, like the parameter). No step counter.
 
@@ -173,7 +175,7 @@ class Signum(SteepestOptimizer):
             buf = state["momentum_buffer"]
             lerp_(buf, grad, 1.0 - beta)
             decay_weights_(param, lr, wd)
-            add_scaled_(param, buf.sign(), -lr)
+            add_scaled_(param, nan_preserving_sign(buf), -lr)
 
     def _foreach_update(
         self, group: ParamGroup, params: list[Tensor], grads: list[Tensor], states: list[dict[str, Any]]
@@ -182,4 +184,4 @@ class Signum(SteepestOptimizer):
         bufs = [s["momentum_buffer"] for s in states]
         torch._foreach_lerp_(bufs, grads, 1.0 - beta)
         foreach_decay_weights_(params, lr, wd)
-        torch._foreach_add_(params, torch._foreach_sign(bufs), alpha=-lr)
+        torch._foreach_add_(params, foreach_nan_preserving_sign(bufs), alpha=-lr)
