@@ -107,7 +107,9 @@ def test_mezo_weight_decay_without_names_decays_every_parameter() -> None:
         _compare("mezo", hp, lambda x, d: ref.mezo(x, flat_loss, d, 25, hp), named=True)
 
 
-@pytest.mark.parametrize("sparsity", [0.5, 0.75])
+# tensors of 12, 3 and 8 entries: at 0.6 and 0.9 the selected counts n - floor(sparsity n) (5, 2, 4 and
+# 2, 1, 1) differ from round((1 - sparsity) n) (5, 1, 3 and 1, 0, 1), the rule before issue 23 item 15
+@pytest.mark.parametrize("sparsity", [0.5, 0.6, 0.75, 0.9])
 def test_sparse_mezo_matches_paper(sparsity: float) -> None:
     hp = {"lr": 0.02, "eps": 1e-3, "sparsity": sparsity, "seed": 9}
     _compare("sparse_mezo", hp, lambda x, d: ref.sparse_mezo(x, flat_loss, d, 25, hp))

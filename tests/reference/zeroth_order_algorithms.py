@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable
+from fractions import Fraction
 from typing import Any
 
 Flat = list[list[float]]
@@ -67,12 +68,16 @@ def sparse_mezo(
 ) -> list[Flat]:
     """Sparse MeZO (Liu et al. 2024, arXiv:2402.15751): z masked to |theta_t| <= h, h fixed at step 1.
 
-    ``h`` per tensor: the k-th smallest |theta_0| with k = round((1 - sparsity) n).
+    ``h`` per tensor: the k-th smallest |theta_0| with k = n - floor(sparsity n), so at most a
+    ``sparsity`` fraction is frozen and a non-empty tensor keeps at least one entry. The product
+    ``sparsity n`` is taken exactly, for the decimal as written (0.29 * 100 is 29, not the float
+    28.999999999999996).
     """
     lr, eps, sparsity = hp["lr"], hp["eps"], hp["sparsity"]
+    frozen_fraction = Fraction(repr(sparsity))
     thresholds = []
     for xt in theta:
-        k = round((1.0 - sparsity) * len(xt))
+        k = len(xt) - math.floor(frozen_fraction * len(xt))
         thresholds.append(math.inf if k >= len(xt) else (-1.0 if k <= 0 else sorted(abs(x) for x in xt)[k - 1]))
     trajectory = []
     for t in range(steps):
