@@ -119,12 +119,12 @@ class MatrixSensing(Workload):
     @cached_property
     def y_train(self) -> Tensor:
         """Training measurements ``<A_i, M*>``."""
-        return self.a_train @ self.m_star.reshape(-1)
+        return _measure(self.a_train, self.m_star)
 
     @cached_property
     def y_val(self) -> Tensor:
         """Held-out measurements."""
-        return self.a_val @ self.m_star.reshape(-1)
+        return _measure(self.a_val, self.m_star)
 
     @property
     def target(self) -> Target:
@@ -170,3 +170,14 @@ class MatrixSensing(Workload):
             "suboptimality": train / self._initial_loss(),
             "recovery_error": recovery,
         }
+
+
+def _measure(a: Tensor, m: Tensor) -> Tensor:
+    """``a @ vec(m)`` computed in float64 and rounded once to ``a``'s dtype.
+
+    A float32 matrix-vector product on the CPU may round differently from one call to the next
+    (the BLAS kernel it takes depends on the operands' memory alignment), so two builds of the
+    workload would train on measurements differing in the last bit; in float64 such differences
+    vanish in the final rounding.
+    """
+    return (a.double() @ m.double().reshape(-1)).to(a.dtype)
