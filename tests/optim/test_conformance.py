@@ -442,8 +442,9 @@ def test_sparse_gradients(key: str) -> None:
 def test_nan_gradient_propagates(key: str) -> None:
     """Documented behaviour: NaN gradients are not checked (that would need a host sync).
 
-    The NaN reaches the parameter or its state: torch's ``sign(nan)`` is 0, so sign methods keep
-    the parameter finite for that step but carry NaN in their momentum.
+    The NaN reaches the parameter or its state. The sign methods make the parameter entry NaN in
+    the same step although ``torch.sign(nan)`` is 0 (tests/optim/test_sign_nan.py checks that
+    for every sign method and path).
     """
     params = make_params()
     opt = _build(key, params, **_spec(key).variants[0])
