@@ -18,6 +18,7 @@ import torch
 from torch import Tensor
 from torch.nn import functional as F
 
+from steepest._extras import require
 from steepest.bilevel._derivatives import Objective
 from steepest.bilevel._tree import Tree
 
@@ -99,7 +100,7 @@ def digits_hyper_cleaning(
     Each training label is, independently with probability ``noise``, replaced by one of the other nine
     classes drawn uniformly (``corrupted`` marks them). Features are standardized with training statistics.
     """
-    from sklearn.datasets import load_digits
+    load_digits = require("sklearn.datasets", "the hyper-cleaning task's digits data").load_digits
 
     if not 0 <= noise < 1:
         raise ValueError(f"noise must be in [0, 1), got {noise}")
@@ -164,7 +165,7 @@ def weight_decay_task(
 
     A small training split makes the unregularized model overfit, so the decays matter.
     """
-    from sklearn.datasets import load_breast_cancer
+    load_breast_cancer = require("sklearn.datasets", "the weight-decay task's data").load_breast_cancer
 
     X, y = load_breast_cancer(return_X_y=True)
     rng = np.random.default_rng(seed)
