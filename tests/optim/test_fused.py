@@ -26,7 +26,6 @@ from __future__ import annotations
 import copy
 import math
 import warnings
-from collections.abc import Iterator
 from typing import Any
 
 import pytest
@@ -100,15 +99,7 @@ def _variants() -> list[Any]:
     ]
 
 
-@pytest.fixture(autouse=True)
-def _fresh_dynamo() -> Iterator[None]:
-    """Each test starts with empty dynamo caches and counters, and fails on a fallback warning."""
-    torch._dynamo.reset()
-    counters.clear()
-    with warnings.catch_warnings():
-        warnings.simplefilter("error", _fused.FusedFallbackWarning)
-        yield
-    torch._dynamo.reset()
+pytestmark = pytest.mark.usefixtures("fresh_dynamo")
 
 
 #: Optimizers whose graph depends on more than which parameters have a gradient, with the steps

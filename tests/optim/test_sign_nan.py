@@ -18,8 +18,6 @@ per-tensor and foreach paths, and with its first variant on the fused path, comp
 from __future__ import annotations
 
 import math
-import warnings
-from collections.abc import Iterator
 from typing import Any
 
 import pytest
@@ -28,7 +26,6 @@ from torch import Tensor
 from torch._dynamo.utils import counters
 
 import steepest
-from steepest.optim import _fused
 from steepest.optim._registry import REGISTRY
 from tests.optim.optim_db import DB, build
 
@@ -66,15 +63,7 @@ def _paths(key: str) -> list[Any]:
 CASES = [case for key in SIGN_KEYS for case in _paths(key)]
 
 
-@pytest.fixture(autouse=True)
-def _fresh_dynamo() -> Iterator[None]:
-    """Fused runs start from empty dynamo caches and counters, and fail on a fallback warning."""
-    torch._dynamo.reset()
-    counters.clear()
-    with warnings.catch_warnings():
-        warnings.simplefilter("error", _fused.FusedFallbackWarning)
-        yield
-    torch._dynamo.reset()
+pytestmark = pytest.mark.usefixtures("fresh_dynamo")
 
 
 def _params() -> list[torch.nn.Parameter]:
