@@ -1,11 +1,11 @@
-"""The fused path: an optimizer's own per-tensor update, compiled over a bucket's tensor lists.
+"""The fused path: an optimizer's own per-tensor update, compiled over the step's tensor lists.
 
-One mechanism serves every elementwise optimizer. :func:`fused_update` hands
-``type(optimizer)._single_tensor_update`` (the readable reference loop) to :func:`torch.compile`
-once per optimizer class and calls it on the parameters, gradients and state of one (device,
-dtype) bucket. Inductor fuses the unrolled loop into kernels that read the parameter, gradient
-and state once and write the parameter and state once, which is the memory-bandwidth floor of an
-elementwise step.
+One mechanism serves every elementwise optimizer. :func:`fused_step` runs
+``type(optimizer)._single_tensor_update`` (the readable reference loop) under
+:func:`torch.compile` on the parameters, gradients and state of every (device, dtype) bucket of
+every fused param group, in one compiled call. Inductor fuses the unrolled loop into kernels
+that read the parameter, gradient and state once and write the parameter and state once, which
+is the memory-bandwidth floor of an elementwise step.
 
 Hyperparameters travel as tensors. Every float in the param group (``lr``, each entry of
 ``betas``, ``weight_decay``, ``eps``, ...) is replaced by a 0-dim tensor on the bucket's device,
