@@ -1,4 +1,4 @@
-"""FRUGAL (coordinate variant) against a float64 transcription of the official rule (no oracle on PyPI).
+"""FRUGAL (coordinate, SVD and block variants) against float64 transcriptions of the official rules (no oracle on PyPI).
 
 The transcription follows the author's initial commit c7ebe4c (``CoordAdamW`` on the
 ``ProjOptimizer`` mixin): decoupled decay at the base lr on every parameter, then for a
@@ -201,25 +201,28 @@ def test_frugal_svd_matches_transcription(shape: tuple[int, int], kwargs: dict) 
         torch.testing.assert_close(w.detach(), ref, rtol=1e-10, atol=1e-12, msg=f"step {step + 1}")
 
 
-@pytest.mark.parametrize("order", ["ascending", "descending", "mirror"])
-def test_frugal_block_matches_transcription(order: str) -> None:
-    """The official BlockAdamW rule with its deterministic block orders, transcribed independently."""
-    lr, (b1, b2), eps, wd, gap, density = 0.02, (0.9, 0.999), 1e-8, 0.05, 3, 0.4
-    sizes = [(3, 2), (4,), (2, 2), (5,), (3,)]
+def _check_block_against_transcription(
+    sizes: list[tuple[int, ...]], steps: int, order: str, ours: dict, *, lr: float, wd: float, gap: int, density: float
+) -> None:
+    """Our ``proj_type="block"`` group built with ``ours`` against the official BlockAdamW rule for ``order``.
+
+    The transcription keeps the official ``next_block_start`` walk (start at the first tensor for
+    ``ascending``/``mirror``, the last for ``descending``; move by the number of state-full
+    tensors after each refresh), fresh moments for the state-full tensors at each refresh, and
+    ``-lr * sign(G)`` for the others.
+    """
+    b1, b2, eps = 0.9, 0.999, 1e-8
     count = len(sizes)
-    n_active = round(count * density)  # 2
+    n_active = round(count * density)
     gen = torch.Generator().manual_seed(2)
     params = [nn.Parameter(torch.randn(*s, generator=gen, dtype=torch.float64)) for s in sizes]
     refs = [p.detach().clone() for p in params]
-    opt = steepest.FRUGAL(
-        [{"params": params, "proj_type": "block"}], lr=lr, weight_decay=wd, update_gap=gap, density=density,
-        block_order=order,
-    )
+    opt = steepest.FRUGAL([{"params": params, "proj_type": "block"}], **ours)
     moments: dict[int, list[torch.Tensor]] = {}
     adam_steps: dict[int, int] = {}
     start = {"ascending": 0, "descending": count - 1, "mirror": 0}[order]
     active: set[int] = set()
-    for step in range(13):
+    for step in range(steps):
         grads = [torch.randn(*s, generator=gen, dtype=torch.float64) for s in sizes]
         for p, g in zip(params, grads, strict=True):
             p.grad = g.clone()
@@ -253,6 +256,30 @@ def test_frugal_block_matches_transcription(order: str) -> None:
         for i, (p, ref) in enumerate(zip(params, refs, strict=True)):
             assert ("exp_avg" in opt.state[p]) == (i in active), f"step {step + 1}, tensor {i}"
             torch.testing.assert_close(p.detach(), ref, rtol=1e-12, atol=1e-13, msg=f"step {step + 1}, tensor {i}")
+
+
+@pytest.mark.parametrize("order", ["ascending", "descending", "mirror", None])
+def test_frugal_block_matches_transcription(order: str | None) -> None:
+    """The official BlockAdamW rule with its deterministic block orders; None: the default order, descending."""
+    lr, wd, gap, density = 0.02, 0.05, 3, 0.4
+    ours = {"lr": lr, "weight_decay": wd, "update_gap": gap, "density": density}
+    if order is not None:
+        ours["block_order"] = order
+    sizes = [(3, 2), (4,), (2, 2), (5,), (3,)]
+    _check_block_against_transcription(
+        sizes, 13, order or "descending", ours, lr=lr, wd=wd, gap=gap, density=density
+    )
+
+
+def test_frugal_block_at_the_defaults_matches_the_pretraining_scripts() -> None:
+    """Every FRUGAL default in a block group against the official pre-training scripts' settings.
+
+    Those are block_order descending, density 0.25, update_gap 200, reset_statistics, sign_sgd at
+    inactive_lr_scale 1.0, eps 1e-8, betas (0.9, 0.999); here at the class's lr and weight decay,
+    over three refreshes of eight tensors (two state-full at a time).
+    """
+    sizes = [(3, 2), (4,), (2, 2), (5,), (3,), (2, 3), (2,), (4, 1)]
+    _check_block_against_transcription(sizes, 401, "descending", {}, lr=1e-3, wd=0.01, gap=200, density=0.25)
 
 
 def test_frugal_block_state_is_only_for_active_tensors_and_round_trips() -> None:

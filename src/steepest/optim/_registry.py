@@ -431,7 +431,8 @@ _ENTRIES: tuple[RegistryEntry, ...] = (
             "density": choice(0.125, 0.25, 0.5),
             "inactive_lr_scale": choice(0.1, 1.0),
         },
-        # Plain parameters get AdamW; projection needs groups with proj_type='coord'.
+        # The official pre-training scripts' lr and weight decay (--lr 0.001 --weight_decay 0.00). Plain
+        # parameters get AdamW; optimizer_params puts the weight matrices in a projected group.
         suggested={"lr": 1e-3, "weight_decay": 0.0},
         model_params=_model_params.frugal_params,
     ),

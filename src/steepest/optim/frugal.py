@@ -78,6 +78,18 @@ class FRUGAL(SteepestOptimizer):
     Reducing State Overhead for Scalable Training", ICML 2025, arXiv:2411.07837; official code
     read at the author's initial commit c7ebe4c (``CoordAdamW``, ``GaloreAdamW``, ``BlockAdamW``).
 
+    The paper's main method is the blockwise one, ``proj_type="block"`` with
+    ``block_order="descending"``: the official README says ``block_adamw`` "also can be launched
+    with ``frugal``", and its C4 pre-training scripts run ``--optimizer frugal --block_order
+    descending --density 0.25 --update_gap 200``. That is what
+    ``steepest.optimizer_params("frugal", model)`` builds (the weight matrices but the output
+    layer's in a ``"block"`` group, everything else plain AdamW, close to the official
+    ``prepare_proj_params``, which takes the attention and MLP linear layers), and
+    ``block_order`` defaults to ``"descending"`` here. The class default ``proj_type="none"``
+    stays: a projection is opted into per param group (as GaLore's rank is), because a
+    constructor-wide ``"block"`` would also put embeddings, norms and biases into the rotation,
+    which the official code keeps on AdamW.
+
     Groups with ``proj_type="coord"`` are projected: every ``update_gap`` steps (counted by the
     parameter's ``step``, 0 included) :math:`k = \lfloor\text{density}\cdot n\rfloor` columns,
     rows or single entries (``coord_choice``) are drawn without replacement; with
@@ -97,14 +109,14 @@ class FRUGAL(SteepestOptimizer):
 
     ``proj_type="svd"`` (or ``"random"``) is the same rule on a rank-:math:`r` subspace from the
     shared :class:`~steepest.optim._projectors.LowRankProjector` ('std' side, :math:`r =
-    \mathrm{round}(	ext{density}\cdot\min(m, n))`): :math:`G_S = P^	op G` (or :math:`G P^	op`),
+    \mathrm{round}(\text{density}\cdot\min(m, n))`): :math:`G_S = P^\top G` (or :math:`G P^\top`),
     scatter is the back-projection, the basis is the top singular vectors of the gradient at each
-    refresh (or a seeded random orthonormal basis), and :math:`R = G - PP^	op G`.
+    refresh (or a seeded random orthonormal basis), and :math:`R = G - PP^\top G`.
 
     ``proj_type="block"`` works on whole tensors: at each refresh
-    :math:`\mathrm{round}(	ext{density}\cdot L)` of the group's :math:`L` tensors become
+    :math:`\mathrm{round}(\text{density}\cdot L)` of the group's :math:`L` tensors become
     state-full (chosen by ``block_order``, see :func:`active_blocks`), with fresh AdamW state at
-    :math:`\eta'`; the others drop their state and step by :math:`-\eta'\,	ext{inactive\_lr\_scale}
+    :math:`\eta'`; the others drop their state and step by :math:`-\eta'\,\text{inactive\_lr\_scale}
     \cdot\mathrm{sign}(G)`. Every tensor's ``step`` restarts at each refresh (as the official code).
 
     Groups with ``proj_type="none"`` get the same AdamW on the whole tensor at ``lr``.
@@ -116,7 +128,8 @@ class FRUGAL(SteepestOptimizer):
     Differences from the official code: the refresh step is read per parameter (the official
     code reads the group's first parameter; they agree when every tensor has a gradient at
     every step); draws come from seeded generators, not torch's global RNG; the ``randperm``
-    projection of the official GaLore projector is not offered.
+    projection of the official GaLore projector is not offered; ``block_order`` defaults to the
+    scripts' ``"descending"``, not the official class's ``"random"``.
 
     State: ``proj_type="none"``: ``exp_avg``, ``exp_avg_sq`` (like the parameter), ``step``.
     ``"coord"``: ``exp_avg``, ``exp_avg_sq`` of the projected shape ((m, k) for columns,
@@ -131,17 +144,24 @@ class FRUGAL(SteepestOptimizer):
         betas: default (0.9, 0.999) (official class).
         eps: default 1e-8 (official code; its docstring says 1e-6), form (B).
         weight_decay: decoupled, at the base lr, default 0.01 (official class and CLI).
-        proj_type: ``"none"`` (plain AdamW, the default), ``"coord"``, ``"svd"``, ``"random"``
-            or ``"block"`` (set it per param group; see :func:`steepest.optimizer_params`).
-        density: the state-full fraction, default 0.25 (official).
-        update_gap: steps between draws, default 200 (official class; the pre-training CLI uses 50).
-        reset_statistics: zero the moments at each draw, default True (official).
-        inactive_update_rule: ``"sign_sgd"`` (default), ``"sgd"`` or ``"no"``.
-        inactive_lr_scale: default 1.0 (official class; the README uses 0.1 for fine-tuning).
-        proj_params_lr_scale: default 1.0 (official).
-        coord_choice: ``"columns"`` (class default), ``"rows"`` or ``"randk"``.
-        block_order: ``"random"`` (class default; the pre-training script uses
-            ``"descending"``), ``"ascending"``, ``"descending"`` or ``"mirror"``.
+        proj_type: ``"none"`` (plain AdamW, the default for a group that names none), ``"block"``
+            (the paper's main method), ``"coord"``, ``"svd"`` or ``"random"``; set it per param
+            group, as :func:`steepest.optimizer_params` does.
+        density: the state-full fraction, default 0.25 (official class, README and pre-training
+            scripts).
+        update_gap: steps between draws, default 200 (official class; the README: "200 in all
+            main experiments"; the pre-training scripts; the CLI's own default is 50).
+        reset_statistics: zero the moments at each draw, default True (official class and scripts).
+        inactive_update_rule: ``"sign_sgd"`` (default: official class, README and scripts),
+            ``"sgd"`` or ``"no"``.
+        inactive_lr_scale: default 1.0 (official class; the README: 1.0 for pre-training, 0.1 for
+            fine-tuning).
+        proj_params_lr_scale: default 1.0 (official; the README: "1.0 in all main experiments").
+        coord_choice: ``"columns"`` (default, the official ``CoordOptimizer``'s; its README names
+            ``"randk"``), ``"rows"`` or ``"randk"``.
+        block_order: ``"descending"`` (default: the official pre-training scripts, the paper's
+            main runs), ``"random"`` (the official ``BlockOptimizer`` class default, the order
+            before this release), ``"ascending"`` or ``"mirror"``.
         seed: seed of the draws, default 0.
         maximize: ascend the objective instead.
         foreach: use the ``torch._foreach_*`` path for unprojected groups (``None``: yes).
@@ -193,7 +213,7 @@ class FRUGAL(SteepestOptimizer):
         inactive_lr_scale: float = 1.0,
         proj_params_lr_scale: float = 1.0,
         coord_choice: str = "columns",
-        block_order: str = "random",
+        block_order: str = "descending",
         seed: int = 0,
         *,
         maximize: bool = False,
@@ -224,7 +244,8 @@ class FRUGAL(SteepestOptimizer):
             warn_nothing_projected(
                 "FRUGAL",
                 "Give the weight matrices a group with a proj_type other than 'none': "
-                "steepest.optimizer_params('frugal', model), or proj_type='coord' for every group.",
+                "steepest.optimizer_params('frugal', model) (proj_type='block', the paper's method), "
+                "or a proj_type for every group.",
             )
 
     def add_param_group(self, param_group: dict[str, Any]) -> None:
