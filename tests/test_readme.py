@@ -43,8 +43,8 @@ def test_set_up_has_the_two_commands_and_ci_runs_the_second() -> None:
     assert len(blocks) == 2 and len(commands) == 2, commands
     main_job, tests = commands
     assert 'pip install -e ".[bench]"' in main_job and "steepest bench run --config quick --report" in main_job
-    ci = (ROOT / ".ci" / "run").read_text().strip().splitlines()[-1]
-    assert tests == ci
+    ci = [line.strip() for line in (ROOT / ".ci" / "run").read_text().splitlines()]
+    assert tests in ci, "CI must run the README's test command verbatim"
 
 
 def test_extras_named_in_the_readme_exist() -> None:

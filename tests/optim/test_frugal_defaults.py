@@ -8,7 +8,6 @@ SVD, random block order) stay selectable.
 
 from __future__ import annotations
 
-import pytest
 import torch
 from torch import nn
 
@@ -84,10 +83,6 @@ def test_the_old_coordinate_columns_are_still_selectable() -> None:
     assert opt.state[weight]["exp_avg"].shape == (8, 1) and opt.state[weight]["indices"].shape == (1,)
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="needs steepest.optim._model_params.frugal_params to default to proj_type='block' (lead wires it)",
-)
 def test_optimizer_params_builds_the_blockwise_method_by_default() -> None:
     """The public path: the four hidden weight matrices in a block group, the last of them state-full first."""
     model = _mlp()

@@ -70,10 +70,6 @@ def test_the_description_names_every_entry_a_step_creates(key: str) -> None:
     assert not missing, f"{key}: {text!r} does not name {missing}"
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="SteepestOptimizer.describe_state is not yet wired to steepest.optim._state_description (lead)",
-)
 def test_steepest_info_names_every_state_entry() -> None:
     """What ``steepest info`` prints (``RegistryEntry.state_description``) names every entry a step creates."""
     wrong = {}

@@ -584,10 +584,10 @@ class SteepestOptimizer(StateSpecMixin, Optimizer, metaclass=ABCMeta):
 
     @classmethod
     def describe_state(cls) -> str:
-        """One line stating the state kept per parameter."""
-        parts = [f"{name} (like the parameter)" for name in cls.param_state]
-        parts += [f"{name} (scalar)" for name in cls.scalar_state]
-        return ", ".join(parts) if parts else "none"
+        """One line stating the state kept per parameter, derived from the declared state."""
+        from steepest.optim._state_description import describe_state  # lazy: it imports the registry
+
+        return describe_state(cls)
 
 
 def host_scalars(group: ParamGroup, names: frozenset[str]) -> ParamGroup:

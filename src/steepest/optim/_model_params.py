@@ -94,15 +94,16 @@ def lowrank_params(model: nn.Module, facts: Mapping[str, Any]) -> tuple[Any, dic
 def frugal_params(model: nn.Module, facts: Mapping[str, Any]) -> tuple[Any, dict[str, Any]]:
     """FRUGAL: weight matrices (all but the last layer's, or ``targets``) in a projected group, the rest AdamW.
 
-    The projection is ``facts["proj_type"]`` (``"coord"``, the default, ``"svd"``, ``"random"`` or
-    ``"block"``); the plain group is pinned to ``proj_type="none"``.
+    The projection is ``facts["proj_type"]``: ``"block"``, the default (the paper's main method:
+    whole tensors state-full in turn, in descending order), then ``"coord"``, ``"svd"`` or
+    ``"random"``; the plain group is pinned to ``proj_type="none"``.
     """
     projected = _projection_targets(model, facts)
     ids = {id(p) for p in projected}
     plain = [p for p in model.parameters() if id(p) not in ids]
     groups: list[dict[str, Any]] = [{"params": plain, "proj_type": "none"}] if plain else []
     if projected:
-        groups.append({"params": projected, "proj_type": facts.get("proj_type", "coord")})
+        groups.append({"params": projected, "proj_type": facts.get("proj_type", "block")})
     return groups, {}
 
 
