@@ -166,7 +166,7 @@ class FRUGAL(SteepestOptimizer):
         maximize: ascend the objective instead.
         foreach: use the ``torch._foreach_*`` path for unprojected groups (``None``: yes).
         fused: compile the per-tensor update over each device and dtype bucket
-            (:mod:`steepest.optim._fused`; ``None``: only for groups of at least 2**24 elements).
+            (:mod:`steepest.optim._fused`; ``None``, the default, means not fused, as in torch).
 
     Requirements: gradients only; no closure. ``columns``/``rows``, ``svd`` and ``random`` need
     2-D parameters (and a rank below both sides); ``mirror`` needs an even number of state-full

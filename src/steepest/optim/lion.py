@@ -54,7 +54,7 @@ class Lion(SteepestOptimizer):
         maximize: ascend the objective instead.
         foreach: use the ``torch._foreach_*`` path (``None``: yes, unless fused).
         fused: compile the per-tensor update over each device and dtype bucket
-            (:mod:`steepest.optim._fused`; ``None``: only for groups of at least 2**24 elements).
+            (:mod:`steepest.optim._fused`; ``None``, the default, means not fused, as in torch).
 
     Requirements: gradients only; no closure.
 
