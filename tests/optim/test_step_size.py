@@ -251,6 +251,7 @@ def test_sps_maximize_above_the_stated_maximum_is_refused(key: str) -> None:
     with pytest.raises(ValueError, match="f_star"):
         opt.step(loss=1.0 + 0.5 * ((a @ x - b) ** 2).mean().detach())
     assert torch.equal(x.detach(), torch.ones_like(x))
+    assert not opt.state[x]  # a refused step creates no state either
     # With a bound that holds where it starts (-f_star = 1000 above the objective) it moves.
     opt = steepest.create_optimizer(key, [x], maximize=True, f_star=-1e3)
     opt.step(_closure(opt, lambda: 1.0 + 0.5 * ((a @ x - b) ** 2).mean()))

@@ -196,6 +196,7 @@ class StepSizeOptimizer(OptimizerWideSettings, SteepestOptimizer):
         params = [p for group in self.param_groups for p in group["params"]]
         evaluator = TrialEvaluator(closure, self._same_randomness(), sign, params)
         loss = evaluator.gradient_point()
+        self._check_loss(loss, sign)
         entries = self._entries(sign)
         if entries:
             steps = [float(e.state["step"]) for e in entries]
@@ -207,6 +208,9 @@ class StepSizeOptimizer(OptimizerWideSettings, SteepestOptimizer):
 
     def _same_randomness(self) -> bool:
         return bool(self.param_groups[0].get("same_randomness", True))
+
+    def _check_loss(self, loss: Any, sign: float) -> None:
+        """Refuse the step for ``loss`` (``sign`` -1 under maximize) before any state is created (default: accept)."""
 
     def _entries(self, sign: float) -> list[Entry]:
         entries = []

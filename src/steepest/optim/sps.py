@@ -163,6 +163,7 @@ class SPS(StepSizeOptimizer):
 
     def _step_with_loss(self, loss: Any) -> Any:
         sign = -1.0 if self.param_groups[0]["maximize"] else 1.0
+        self._check_loss(loss, sign)
         entries = self._entries(sign)
         if entries:
             steps = [float(e.state["step"]) for e in entries]
@@ -172,10 +173,12 @@ class SPS(StepSizeOptimizer):
             self._count(entries, evaluator)
         return loss
 
-    def _search_step(self, entries: list[Entry], loss: Any, evaluator: TrialEvaluator) -> None:
+    def _check_loss(self, loss: Any, sign: float) -> None:
+        """With ``maximize=True``, an objective above the maximum ``-f_star`` is refused, before any state exists."""
         settings = self.param_groups[0]
-        foreach = self.use_foreach()
-        f0 = evaluator.sign * as_float(loss)
+        if not settings["maximize"]:
+            return
+        f0 = sign * as_float(loss)
         f_star = settings["f_star"] if self._f_star is None else float(self._f_star)
         if settings["maximize"] and f0 < f_star:
             raise ValueError(
@@ -184,6 +187,12 @@ class SPS(StepSizeOptimizer):
                 "below, so -f_star is the objective's maximum). The Polyak step needs a true bound: pass "
                 "f_star=-(an upper bound of the objective), or minimize the negated objective"
             )
+
+    def _search_step(self, entries: list[Entry], loss: Any, evaluator: TrialEvaluator) -> None:
+        settings = self.param_groups[0]
+        foreach = self.use_foreach()
+        f0 = evaluator.sign * as_float(loss)
+        f_star = settings["f_star"] if self._f_star is None else float(self._f_star)
         grads = [e.grad for e in entries]
         grad_sq = squared_norm(grads, foreach)
         if math.sqrt(grad_sq) < 1e-8:
