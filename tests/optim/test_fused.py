@@ -289,6 +289,7 @@ def test_compile_failure_falls_back_to_foreach_with_one_warning(monkeypatch: pyt
         fallbacks = [w for w in caught if issubclass(w.category, _fused.FusedFallbackWarning)]
         assert len(fallbacks) == (1 if path.get("fused") else 0)
         if path.get("fused"):
+            assert fallbacks[0].filename.endswith("problems.py")  # the caller of step(), not steepest
             assert "no compiler here" in str(fallbacks[0].message) or "BackendCompilerFailed" in str(
                 fallbacks[0].message
             )

@@ -18,7 +18,7 @@ from torch import Tensor
 import steepest
 from steepest.optim import REGISTRY
 from steepest.optim import _state_description as sd
-from steepest.optim._state_description import _SampleModel, _shape_text, describe_state
+from steepest.optim._state_description import _sample_closure, _SampleModel, _shape_text, describe_state
 
 KEYS = sorted(REGISTRY)
 
@@ -31,15 +31,7 @@ def _stepped(key: str) -> torch.optim.Optimizer:
         warnings.simplefilter("ignore")  # Adam-mini's partition notes and similar advice
         opt = steepest.create_optimizer(key, params, **extra)
     caps = REGISTRY[key].capabilities
-    gen = torch.Generator().manual_seed(1)
-    x, y = torch.randn(5, 12, generator=gen), torch.randn(5, 4, generator=gen)
-
-    def closure() -> Tensor:
-        opt.zero_grad(set_to_none=True)
-        loss = (model(x) - y).square().mean()
-        if torch.is_grad_enabled():
-            loss.backward(create_graph=caps.needs_create_graph)
-        return loss
+    closure = _sample_closure(model, opt, caps.needs_create_graph)
 
     if caps.requires_closure or caps.gradient_free:
         opt.step(closure)

@@ -521,8 +521,8 @@ class SteepestOptimizer(StateSpecMixin, Optimizer, metaclass=ABCMeta):
         if fused:
             position = {id(g): i for i, g in enumerate(self.param_groups)}
             tasks: list[_fused.Task] = []
+            whole = self.foreach_whole_group
             for group, params, grads, states in fused:
-                whole = self.foreach_whole_group
                 buckets = [(params, grads, states)] if whole else device_dtype_buckets(params, grads, states)
                 tasks += [(position[id(group)], group, *bucket) for bucket in buckets]
             if _fused.fused_step(self, tasks):

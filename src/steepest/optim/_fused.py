@@ -62,6 +62,8 @@ from typing import Any
 import torch
 from torch import Tensor
 
+from steepest.optim._names import user_stacklevel
+
 #: The torch.compile backend used for fused steps; tests replace it to exercise the fallback.
 COMPILE_BACKEND: str | Callable[..., Any] = "inductor"
 
@@ -300,5 +302,5 @@ def _disable(optimizer: Any, reason: str) -> None:
         f"{type(optimizer).__name__}(fused=True): the update could not be compiled ({reason}); "
         "using the foreach path from now on",
         FusedFallbackWarning,
-        stacklevel=5,
+        stacklevel=user_stacklevel(),  # the user's step() call, however deep the dispatch
     )
